@@ -1,0 +1,165 @@
+"""Members, their cards and consents, and the member facts that rules read.
+
+Invariants (named database constraints):
+- accounts_member_unique_phone: a phone belongs to one member of a program
+  (anonymised members have no phone);
+- accounts_card_unique_number: a card number is unique everywhere;
+- accounts_card_one_active: a member has at most one active card;
+- consents are append-only: the current state is the latest row per (member, kind).
+The member facts (purchase_count, first/last purchase, qualifying_spend) are
+kept by `pos` at commit with F() updates, never read-modify-write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from programs.models import Program, Store, Tier
+
+
+class Channel(models.TextChoices):
+    TILL = "till", _("till")
+    WEB = "web", _("web")
+    ADMIN = "admin", _("admin")
+    IMPORT = "import", _("import")
+
+
+class Member(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("active")
+        BLOCKED = "blocked", _("blocked")
+        ANONYMISED = "anonymised", _("anonymised")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="members")
+    phone = models.CharField(
+        _("phone"), max_length=20, null=True, blank=True, help_text=_("E.164, e.g. +79123456789")
+    )
+    first_name = models.CharField(_("first name"), max_length=100, blank=True)
+    last_name = models.CharField(_("last name"), max_length=100, blank=True)
+    email = models.EmailField(_("e-mail"), blank=True)
+    birth_date = models.DateField(_("birth date"), null=True, blank=True)
+    status = models.CharField(
+        _("status"), max_length=20, choices=Status.choices, default=Status.ACTIVE
+    )
+    registered_at = models.DateTimeField(_("registered at"), default=timezone.now)
+    channel = models.CharField(
+        _("registration channel"), max_length=10, choices=Channel.choices, default=Channel.ADMIN
+    )
+    store = models.ForeignKey(
+        Store,
+        verbose_name=_("registration store"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    tier = models.ForeignKey(
+        Tier, verbose_name=_("tier"), on_delete=models.PROTECT, null=True, blank=True
+    )
+    # Member facts, kept current by pos at commit (see module docstring).
+    purchase_count = models.PositiveIntegerField(_("purchases"), default=0)
+    first_purchase_at = models.DateTimeField(_("first purchase"), null=True, blank=True)
+    last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True)
+    qualifying_spend = models.DecimalField(
+        _("qualifying spend"), max_digits=14, decimal_places=2, default=Decimal("0")
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("member")
+        verbose_name_plural = _("members")
+        ordering = ["-registered_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "phone"],
+                condition=Q(phone__isnull=False),
+                name="accounts_member_unique_phone",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["program", "registered_at"], name="accounts_member_registered"),
+            models.Index(fields=["program", "last_purchase_at"], name="accounts_member_last_buy"),
+        ]
+
+    def __str__(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or self.phone or str(self.id)
+
+
+class Card(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("active")
+        BLOCKED = "blocked", _("blocked")
+
+    number = models.CharField(_("card number"), max_length=40)
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="cards")
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.ACTIVE
+    )
+    replaced_by = models.ForeignKey(
+        "self",
+        verbose_name=_("replaced by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    issued_at = models.DateTimeField(_("issued at"), default=timezone.now)
+    blocked_at = models.DateTimeField(_("blocked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("card")
+        verbose_name_plural = _("cards")
+        ordering = ["-issued_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["number"], name="accounts_card_unique_number"),
+            models.UniqueConstraint(
+                fields=["member"],
+                condition=Q(status="active"),
+                name="accounts_card_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class Consent(models.Model):
+    """One entry of a member's consent history; never updated or deleted."""
+
+    class Kind(models.TextChoices):
+        PERSONAL_DATA = "personal_data", _("personal data processing")
+        MARKETING_SMS = "marketing_sms", _("advertising by SMS")
+        MARKETING_EMAIL = "marketing_email", _("advertising by e-mail")
+        THIRD_PARTY = "third_party", _("transfer to third parties")
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="consents")
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    granted = models.BooleanField(_("granted"))
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
+    text_version = models.CharField(_("consent text version"), max_length=50, blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+
+    class Meta:
+        verbose_name = _("consent")
+        verbose_name_plural = _("consents")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["member", "kind", "-created_at", "-id"], name="accounts_consent_latest"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {'+' if self.granted else '-'}"

@@ -1,0 +1,3 @@
+"""Analytics."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Campaigns."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Points ledger."""
+
+from __future__ import annotations

