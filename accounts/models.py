@@ -5,7 +5,11 @@ Invariants (named database constraints):
   (anonymised members have no phone);
 - accounts_card_unique_number: a card number is unique everywhere;
 - accounts_card_one_active: a member has at most one active card;
-- consents are append-only: the current state is the latest row per (member, kind).
+- consents are append-only: the current state is the latest row per (member, kind);
+  a trigger (migration 0003) refuses UPDATE and DELETE on accounts_consent.
+- an anonymised member has no phone, names, e-mail or birth date, and their
+  cards carry opaque numbers (see accounts.services.member_anonymise).
+Members are never deleted: erasure is anonymisation, so the ledger keeps its ids.
 The member facts (purchase_count, first/last purchase, qualifying_spend) are
 kept by `pos` at commit with F() updates, never read-modify-write.
 """
@@ -77,6 +81,11 @@ class Member(models.Model):
         verbose_name = _("member")
         verbose_name_plural = _("members")
         ordering = ["-registered_at"]
+        permissions = [
+            ("block_member", _("Can block and unblock members")),
+            ("replace_card", _("Can replace a member's card")),
+            ("anonymise_member", _("Can anonymise members (irreversible)")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["program", "phone"],

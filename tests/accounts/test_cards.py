@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from accounts.cards import (
+    card_number_candidate,
+    clean_card_number,
+    ean13_check_digit,
+    is_own_card_number,
+    is_valid_ean13,
+    issue_card_number,
+)
+from accounts.models import Card
+
+from .factories import member_create
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4006381333931",  # a real product barcode
+        "5901234123457",  # GS1's own example
+        "2000000000015",
+        "4600051000057",
+    ],
+)
+def test_known_good_ean13_numbers_pass(number: str) -> None:
+    assert is_valid_ean13(number)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "4006381333932",  # wrong check digit
+        "4006381333913",  # two neighbours swapped
+        "400638133393",  # 12 digits
+        "40063813339310",  # 14 digits
+        "40063813339a1",
+        "４００６３８１３３３９３１",  # full-width digits are digits to Python, not to a scanner
+        "",
+    ],
+)
+def test_mistyped_or_malformed_numbers_fail(number: str) -> None:
+    assert not is_valid_ean13(number)
+
+
+def test_the_check_digit_is_computed_with_weights_one_and_three() -> None:
+    # 2 0 0 0 0 0 0 0 0 0 0 1: 2*1 + 1*3 = 5, so the check digit is 5.
+    assert ean13_check_digit("200000000001") == "5"
+    assert ean13_check_digit("400638133393") == "1"
+    with pytest.raises(ValueError):
+        ean13_check_digit("12345")
+
+
+def test_any_single_digit_typo_of_an_issued_number_is_detected() -> None:
+    number = card_number_candidate(random.Random(7))
+    for position in range(13):
+        for digit in "0123456789":
+            if digit != number[position]:
+                typo = number[:position] + digit + number[position + 1 :]
+                assert not is_valid_ean13(typo), typo
+
+
+def test_issued_numbers_are_in_store_ean13_with_our_prefix() -> None:
+    rng = random.Random(1)
+    for _ in range(200):
+        number = card_number_candidate(rng)
+        assert is_valid_ean13(number)
+        assert number.startswith("2")
+        assert is_own_card_number(number)
+
+
+def test_seeded_numbers_repeat_and_unseeded_ones_vary() -> None:
+    assert card_number_candidate(random.Random(5)) == card_number_candidate(random.Random(5))
+    assert len({card_number_candidate() for _ in range(50)}) == 50
+
+
+@pytest.mark.django_db
+def test_issuing_retries_when_a_number_is_already_taken() -> None:
+    member = member_create()
+    taken = card_number_candidate(random.Random(42))
+    Card.objects.filter(member=member).update(number=taken)
+
+    issued = issue_card_number(random.Random(42))  # the first candidate is the taken one
+
+    assert issued != taken
+    assert is_valid_ean13(issued)
+
+
+def test_spaces_and_dashes_in_a_typed_number_are_ignored() -> None:
+    assert clean_card_number(" 2000 0000-0001 5 ") == "2000000000015"
