@@ -82,5 +82,11 @@ def issue_card_number(rng: random.Random | None = None) -> str:
 
 
 def clean_card_number(raw: str) -> str:
-    """A typed or scanned number without spaces and dashes people put in for readability."""
-    return "".join(ch for ch in (raw or "").strip() if ch not in " -\u00a0")
+    """A typed or scanned number without the spaces (and, in digit numbers, dashes) people add.
+
+    Dashes inside numbers of another system ("LEG-000123") may be part of the
+    number, so they stay there.
+    """
+    number = "".join((raw or "").split())
+    digits = number.replace("-", "")
+    return digits if digits.isascii() and digits.isdigit() else number
