@@ -27,7 +27,7 @@ demo: setup
 run: demo
 	$(PY) manage.py run_all
 
-test: install
+test: setup
 	$(PY) manage.py makemigrations --check --dry-run > /dev/null || \
 		(echo "Models changed without a migration: run manage.py makemigrations" && exit 1)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -9,3 +9,68 @@ import pytest
 def _english(settings) -> None:  # type: ignore[no-untyped-def]
     """Tests read English messages unless a test switches language itself."""
     settings.LANGUAGE_CODE = "en"
+
+
+def _database_url() -> str:
+    """A URL for the database the tests use, so child processes (worker, server) share it."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    host = quote(cfg["HOST"] or "", safe="") if (cfg["HOST"] or "").startswith("/") else cfg["HOST"]
+    port = f":{cfg['PORT']}" if cfg["PORT"] else ""
+    password = f":{quote(cfg['PASSWORD'])}" if cfg.get("PASSWORD") else ""
+    return f"postgresql://{quote(cfg['USER'] or '')}{password}@{host}{port}/{cfg['NAME']}"
+
+
+@pytest.fixture
+def child_env() -> dict[str, str]:
+    """Environment for a child process (Celery worker, beat, gunicorn) on the test database."""
+    import os
+
+    return {**os.environ, "DATABASE_URL": _database_url(), "DATABASE_CONN_MAX_AGE": "0"}
+
+
+@pytest.fixture
+def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
+    """Start a real Celery worker (and optionally beat) on the configured broker.
+
+    Usage: `start = celery_processes; start("worker")`, `start("beat")`. All are
+    stopped at the end of the test. The test must use a transactional database
+    (`django_db(transaction=True)`) so that the children see its rows.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    procs: list[subprocess.Popen[bytes]] = []
+    celery = os.path.join(os.path.dirname(sys.executable), "celery")
+
+    def start(kind: str, *extra: str) -> subprocess.Popen[bytes]:
+        args = [celery, "-A", "tests.celery_app", kind, "--loglevel", "INFO", *extra]
+        if kind == "worker":
+            args += [
+                "--pool",
+                "solo",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        if kind == "beat":
+            args += ["--schedule", str(tmp_path / "beat-schedule"), "--max-interval", "1"]
+        log = open(tmp_path / f"{kind}-{len(procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(args, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

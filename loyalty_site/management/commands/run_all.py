@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 from django.conf import settings
@@ -17,7 +18,12 @@ class Command(BaseCommand):
         if not port.isdigit():
             raise CommandError(f"PORT={port!r} is not a port number.")
         honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
-        env = {**os.environ, "WEB_PORT": port}
+        # Gunicorn workers and Celery processes each count metrics into files
+        # here; /metrics sums them. Stale files from a previous run are dropped.
+        metrics_dir = settings.VAR_DIR / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env = {**os.environ, "WEB_PORT": port, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         env.setdefault("WEB_CONCURRENCY", "4")
         self.stdout.write(
             self.style.SUCCESS(f"Serving on http://127.0.0.1:{port}/admin/  (Ctrl-C stops all)")
