@@ -60,7 +60,7 @@ def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
             ]
         if kind == "beat":
             args += ["--schedule", str(tmp_path / "beat-schedule"), "--max-interval", "1"]
-        log = open(tmp_path / f"{kind}-{len(procs)}.log", "wb")  # noqa: SIM115
+        log = open(tmp_path / f"{kind}-{len(procs)}.log", "wb")
         proc = subprocess.Popen(args, env=child_env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         return proc
