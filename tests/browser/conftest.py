@@ -1,0 +1,80 @@
+"""Headless Chromium (Debian's `chromium` package) driven by Playwright, against live_server.
+
+No browser is downloaded: Playwright launches /usr/bin/chromium (or CHROMIUM_PATH).
+Without it the browser tests are skipped with a reason that `make test` prints.
+Screenshots of each journey's last page go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+# Playwright's sync API runs an event loop in the test thread; the ORM calls the
+# tests make between browser steps are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            "browser tests skipped: Chromium not found (apt-get install chromium, "
+            "or set CHROMIUM_PATH)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("browser tests skipped: the playwright package is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.fixture
+def admin_login(page, live_server, django_user_model):  # type: ignore[no-untyped-def]
+    """Sign in to the admin as a fresh superuser through the login form; return the page."""
+
+    def sign_in(username: str = "root", password: str = "Str0ng-pass!", **extra: object):
+        if not django_user_model.objects.filter(username=username).exists():
+            django_user_model.objects.create_superuser(
+                username=username, password=password, email="", **extra
+            )
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_load_state()
+        return page
+
+    return sign_in
