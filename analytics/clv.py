@@ -80,9 +80,7 @@ def bgnbd_log_likelihood_terms(
     # ln A4 only exists for x > 0 (b + x − 1 > 0 there); elsewhere it contributes nothing.
     log_a4 = np.full_like(x, -np.inf)
     xr = x[repeat]
-    log_a4[repeat] = (
-        math.log(a) - np.log(b + xr - 1.0) - (r + xr) * np.log(alpha + t_x[repeat])
-    )
+    log_a4[repeat] = math.log(a) - np.log(b + xr - 1.0) - (r + xr) * np.log(alpha + t_x[repeat])
     return log_a1 + log_a2 + np.logaddexp(log_a3, log_a4)
 
 
@@ -192,7 +190,8 @@ def bgnbd_expected_purchases(
     bad = ~np.isfinite(result) | (result < 0)
     if np.any(bad):
         posterior_rate = (r + x_arr[bad]) / (alpha + T_arr[bad])
-        result[bad] = posterior_rate * t * bgnbd_p_alive(params, x_arr[bad], tx_arr[bad], T_arr[bad])
+        alive = bgnbd_p_alive(params, x_arr[bad], tx_arr[bad], T_arr[bad])
+        result[bad] = posterior_rate * t * alive
     return result
 
 
@@ -280,10 +279,11 @@ def gamma_gamma_fit(x: object, monetary: object) -> GammaGammaParams:
     return GammaGammaParams(p=p, q=q, gamma=gamma * scale, log_likelihood=log_likelihood)
 
 
-def gamma_gamma_expected_spend(
-    params: GammaGammaParams, x: object, monetary: object
-) -> np.ndarray:
-    """E[spend per purchase | x, m_x] = (γ + x·m_x)·p / (p·x + q − 1); the population mean at x = 0."""
+def gamma_gamma_expected_spend(params: GammaGammaParams, x: object, monetary: object) -> np.ndarray:
+    """E[spend per purchase | x, m_x] = (γ + x·m_x)·p / (p·x + q − 1).
+
+    At x = 0 it is the population mean p·γ/(q − 1).
+    """
     x_arr, m_arr = _arrays(x, monetary)
     m_arr = np.where(x_arr > 0, m_arr, 0.0)
     return (params.gamma + x_arr * m_arr) * params.p / (params.p * x_arr + params.q - 1.0)

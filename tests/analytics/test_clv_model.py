@@ -62,8 +62,11 @@ def test_bgnbd_fit_is_a_maximum_better_than_the_true_parameters(
     bgnbd: BgNbdParams, cohort: dict[str, np.ndarray]
 ) -> None:
     args = (cohort["x"], cohort["t_x"], cohort["T"])
-    at_truth = float(np.sum(bgnbd_log_likelihood_terms(CDNOW.r, CDNOW.alpha, CDNOW.a, CDNOW.b, *args)))
-    at_fit = float(np.sum(bgnbd_log_likelihood_terms(bgnbd.r, bgnbd.alpha, bgnbd.a, bgnbd.b, *args)))
+
+    def total(p: BgNbdParams) -> float:
+        return float(np.sum(bgnbd_log_likelihood_terms(p.r, p.alpha, p.a, p.b, *args)))
+
+    at_truth, at_fit = total(CDNOW), total(bgnbd)
     assert at_fit == pytest.approx(bgnbd.log_likelihood)
     assert at_fit >= at_truth
     # And no nearby point is better: nudging any parameter by 2 % lowers the likelihood.
