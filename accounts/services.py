@@ -78,7 +78,8 @@ def _constraint_of(error: IntegrityError) -> str:
     return getattr(diag, "constraint_name", "") or ""
 
 
-def _card_number_checked(raw: str, *, channel: str) -> str:
+def card_number_checked(raw: str, *, channel: str) -> str:
+    """The number cleaned of spaces; InvalidCardNumber when it cannot be a card of ours."""
     number = clean_card_number(raw)
     if not number:
         raise InvalidCardNumber(_("Enter a card number."))
@@ -153,7 +154,7 @@ def member_enroll(
         raise ValueError(f"unknown channel {channel!r}")
     if store is not None and store.program_id != program.pk:
         raise ValueError("the store belongs to another program")
-    number = _card_number_checked(card_number, channel=channel) if card_number else None
+    number = card_number_checked(card_number, channel=channel) if card_number else None
     registered_at = registered_at or timezone.now()
 
     with transaction.atomic():
@@ -260,7 +261,7 @@ def card_replace(*, member: Member, number: str | None = None, by: Any = None) -
     Balance, tier and history belong to the member, so they stay. `number` is a
     pre-printed card handed out by the store; without it a number is issued.
     """
-    checked = _card_number_checked(number, channel=Channel.ADMIN) if number else None
+    checked = card_number_checked(number, channel=Channel.ADMIN) if number else None
     with transaction.atomic():
         locked = _member_locked(member)
         if locked.status == Member.Status.ANONYMISED:

@@ -1,0 +1,561 @@
+"""The member CSV: its columns, how a file is read, and how one row is checked.
+
+This module is the one place that decides whether a row of a member file is
+acceptable and what it means. The admin import (django-import-export), the
+`members_import` command and the Celery task all read rows through
+`RowParser`; what happens next (matching to existing members, duplicates,
+card conflicts, writing) is set-based SQL in `accounts.csv_bulk`, also
+shared by all three.
+
+Files are read as people have them: UTF-8 with or without BOM, or
+Windows-1251 (what Russian Excel saves); `,`, `;` or tab between cells;
+English or Russian headers in any case and order.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime
+import io
+import re
+import zoneinfo
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from accounts.cards import card_number_candidate, clean_card_number
+from accounts.models import Card, Member
+from accounts.phones import InvalidPhone, normalize_phone
+
+# Column name -> (English header, Russian header, other accepted spellings).
+COLUMNS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "phone": ("phone", "телефон", ()),
+    "card_number": ("card_number", "номер карты", ()),
+    "first_name": ("first_name", "имя", ()),
+    "last_name": ("last_name", "фамилия", ()),
+    "email": ("email", "эл. почта", ()),
+    "birth_date": ("birth_date", "дата рождения", ()),
+    "store": ("store", "магазин", ()),
+    "registered_at": ("registered_at", "дата регистрации", ()),
+    "consent_personal_data": ("consent_personal_data", "согласие на обработку пд", ()),
+    "consent_marketing_sms": ("consent_marketing_sms", "согласие на sms", ()),
+    "consent_marketing_email": ("consent_marketing_email", "согласие на email", ()),
+}
+REQUIRED_COLUMNS = ("phone", "consent_personal_data")
+# Consent column -> accounts.models.Consent.Kind value.
+CONSENT_COLUMNS = {
+    "consent_personal_data": "personal_data",
+    "consent_marketing_sms": "marketing_sms",
+    "consent_marketing_email": "marketing_email",
+}
+COLUMN_LABELS = {
+    "phone": gettext_lazy("phone"),
+    "card_number": gettext_lazy("card number"),
+    "first_name": gettext_lazy("first name"),
+    "last_name": gettext_lazy("last name"),
+    "email": gettext_lazy("e-mail"),
+    "birth_date": gettext_lazy("birth date"),
+    "store": gettext_lazy("store"),
+    "registered_at": gettext_lazy("registration date"),
+    "consent_personal_data": gettext_lazy("consent to personal data processing"),
+    "consent_marketing_sms": gettext_lazy("consent to SMS advertising"),
+    "consent_marketing_email": gettext_lazy("consent to e-mail advertising"),
+}
+
+TRUE_VALUES = frozenset({"1", "yes", "да", "true"})
+FALSE_VALUES = frozenset({"0", "no", "нет", "false"})
+# A spreadsheet treats a cell starting with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+DELIMITERS = (";", ",", "\t")
+SNIFF_BYTES = 1 << 20
+
+
+class FileFormatError(ValueError):
+    """The file as a whole cannot be read (encoding, header); `.messages` say why."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def _header_key(text: str) -> str:
+    return " ".join(str(text).replace("\ufeff", "").split()).lower().replace("ё", "е")
+
+
+_HEADER_LOOKUP: dict[str, str] = {}
+for _name, (_en, _ru, _more) in COLUMNS.items():
+    for _spelling in (_name, _en, _ru, *_more):
+        _HEADER_LOOKUP[_header_key(_spelling)] = _name
+
+
+def column_for_header(header: str) -> str | None:
+    """The column a header names (English or Russian, any case), or None."""
+    return _HEADER_LOOKUP.get(_header_key(header))
+
+
+def export_headers(language: str | None) -> list[str]:
+    """Headers an export writes: Russian ones for a Russian admin, English otherwise."""
+    russian = (language or "").lower().startswith("ru")
+    return [ru if russian else en for en, ru, _more in COLUMNS.values()]
+
+
+# --- Reading files --------------------------------------------------------
+
+
+def sniff_encoding(head: bytes) -> str:
+    """The encoding of a file that starts with `head`: UTF-8 (with or without BOM) or cp1251."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise FileFormatError(
+            [_("The file is in UTF-16. Save it as CSV in UTF-8 or Windows-1251.")]
+        )
+    try:
+        # final=False: the sample may end in the middle of a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "cp1251"
+    return "utf-8"
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """`;`, `,` or tab: whichever separates the most cells of the header line."""
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def decode_bytes(data: bytes) -> str:
+    """A whole small file as text, in the encoding it was saved in."""
+    encoding = sniff_encoding(data[:SNIFF_BYTES])
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise FileFormatError([_unreadable(error)]) from None
+
+
+def _unreadable(error: UnicodeDecodeError) -> str:
+    return _(
+        "The file mixes encodings: byte %(position)d cannot be read. "
+        "Save it again as CSV in UTF-8 or Windows-1251."
+    ) % {"position": error.start}
+
+
+@dataclass
+class CsvSource:
+    """An open member CSV: its delimiter, encoding, header and an iterator of rows (lists)."""
+
+    header: list[str]
+    rows: Iterator[list[str]]
+    delimiter: str
+    encoding: str
+
+
+def open_text(text: str) -> CsvSource:
+    """Read CSV text already decoded (the admin upload)."""
+    first_line = text.lstrip("\ufeff").split("\n", 1)[0]
+    delimiter = sniff_delimiter(first_line)
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
+    return _with_header(reader, delimiter, "utf-8")
+
+
+def open_binary(stream: IO[bytes]) -> CsvSource:
+    """Stream a CSV file from a binary file object, detecting encoding and delimiter.
+
+    Memory does not grow with the file: rows are decoded and read as they are
+    consumed. A byte that does not fit the detected encoding further down
+    raises FileFormatError when it is reached.
+    """
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)
+    head = buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    encoding = sniff_encoding(head)
+    text = io.TextIOWrapper(buffered, encoding=encoding, newline="")
+    first_line = head.decode(encoding, errors="replace").lstrip("\ufeff").split("\n", 1)[0]
+    delimiter = sniff_delimiter(first_line)
+    reader = csv.reader(_decoding_guard(text), delimiter=delimiter)
+    return _with_header(reader, delimiter, encoding)
+
+
+def _decoding_guard(lines: Iterable[str]) -> Iterator[str]:
+    try:
+        yield from lines
+    except UnicodeDecodeError as error:
+        raise FileFormatError([_unreadable(error)]) from None
+
+
+def _with_header(reader: Iterator[list[str]], delimiter: str, encoding: str) -> CsvSource:
+    for header in reader:
+        if any(cell.strip() for cell in header):
+            return CsvSource(header=header, rows=reader, delimiter=delimiter, encoding=encoding)
+    raise FileFormatError([_("The file is empty: it has no header line.")])
+
+
+# --- Checking a row -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which cell holds which column; built once per file from its header."""
+
+    positions: dict[str, int]
+    ignored: list[str] = field(default_factory=list)
+    width: int = 0
+
+    @classmethod
+    def from_header(cls, header: Sequence[Any]) -> ColumnMap:
+        positions: dict[str, int] = {}
+        ignored: list[str] = []
+        errors: list[str] = []
+        for index, raw in enumerate(header):
+            text = "" if raw is None else str(raw).strip()
+            name = column_for_header(text)
+            if name is None:
+                if text:
+                    ignored.append(text)
+                continue
+            if name in positions:
+                errors.append(
+                    _("The column %(column)s appears twice in the header.") % {"column": text}
+                )
+            positions[name] = index
+        for name in REQUIRED_COLUMNS:
+            if name not in positions:
+                en, ru, _more = COLUMNS[name]
+                errors.append(
+                    _("The file has no column %(en)s (%(ru)s); it is required.")
+                    % {"en": en, "ru": ru}
+                )
+        if errors:
+            raise FileFormatError(errors)
+        return cls(positions=positions, ignored=ignored, width=len(header))
+
+
+@dataclass(slots=True)
+class ParsedRow:
+    """One row as the import understands it. None: the cell was empty (change nothing)."""
+
+    line: int
+    raw: list[str]
+    errors: list[str]
+    phone: str | None = None
+    card_number: str | None = None
+    new_card_number: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    birth_date: datetime.date | None = None
+    store: str | None = None
+    registered_at: datetime.datetime | None = None
+    consents: dict[str, bool | None] = field(default_factory=dict)
+
+    def staging_tuple(self) -> tuple[Any, ...]:
+        """The row as `accounts.csv_bulk` stages it (order of STAGING_COLUMNS there)."""
+        return (
+            self.line,
+            self.raw,
+            "; ".join(self.errors) or None,
+            self.phone,
+            self.card_number,
+            self.new_card_number,
+            self.first_name,
+            self.last_name,
+            self.email,
+            self.birth_date,
+            self.store,
+            self.registered_at,
+            self.consents.get("personal_data"),
+            self.consents.get("marketing_sms"),
+            self.consents.get("marketing_email"),
+        )
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text: spreadsheets hand over numbers and dates, CSV hands over strings."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime):
+        if value.time() == datetime.time(0, 0):
+            return value.date().isoformat()
+        return value.isoformat(sep=" ")
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return str(value)
+
+
+def unescape_formula(text: str) -> str:
+    """Undo the export's guard: `'=SUM(...)` was exported for `=SUM(...)`."""
+    if len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r":
+        return text[1:]
+    return text
+
+
+def escape_formula(text: str) -> str:
+    """Guard a cell a spreadsheet would run as a formula by putting `'` before it."""
+    if text and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+class PhoneReader:
+    """normalize_phone, remembered by number range so a million rows stay fast.
+
+    libphonenumber decides a number's country and validity from its leading
+    digits and its length (the metadata patterns for +7 look at most six
+    digits of the national number). So once one number of a (plus sign,
+    length, leading digits) range has been read as "+7 and the last ten
+    digits", every number of that range is read the same way; any other
+    outcome is not remembered and each number goes through normalize_phone.
+    Errors always come from normalize_phone itself, with its message.
+    `tests/accounts/test_csv_format.py` compares the two on varied numbers.
+    """
+
+    _PUNCTUATION = re.compile(r"[\s\-\u2010-\u2015.()/]")
+    _SIMPLE = re.compile(r"\+?\d+")
+    _NATIONAL_PREFIX_DIGITS = 7
+
+    def __init__(self, region: str) -> None:
+        self.region = (region or "RU").upper()
+        self._ranges: dict[tuple[bool, int, str], bool] = {}
+
+    def __call__(self, raw: str) -> str:
+        compact = self._PUNCTUATION.sub("", raw)
+        if not self._SIMPLE.fullmatch(compact):
+            return normalize_phone(raw, self.region)
+        plus = compact.startswith("+")
+        digits = compact[1:] if plus else compact
+        if len(digits) not in (10, 11):
+            return normalize_phone(raw, self.region)
+        lead = len(digits) - 10 + self._NATIONAL_PREFIX_DIGITS
+        key = (plus, len(digits), digits[:lead])
+        known = self._ranges.get(key)
+        if known:
+            return "+7" + digits[-10:]
+        e164 = normalize_phone(raw, self.region)  # raises with the right message when invalid
+        if known is None:
+            self._ranges[key] = e164 == "+7" + digits[-10:]
+        return e164
+
+
+class _CachedDomainEmailValidator(EmailValidator):
+    """Django's e-mail check, remembering which domains passed (files repeat a few domains)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._domains: dict[str, bool] = {}
+
+    def validate_domain_part(self, domain_part: str) -> bool:
+        known = self._domains.get(domain_part)
+        if known is None:
+            known = self._domains[domain_part] = super().validate_domain_part(domain_part)
+        return known
+
+
+_NAME_MAX = Member._meta.get_field("first_name").max_length
+_EMAIL_MAX = Member._meta.get_field("email").max_length
+_CARD_MAX = Card._meta.get_field("number").max_length
+_STORE_MAX = 50
+
+
+class RowParser:
+    """Checks rows of one file for one program: `parse(cells, line)` -> ParsedRow.
+
+    Every problem of a row is reported (not only the first), in the active
+    language. Empty cells mean "keep what the member has". Rows without a card
+    number get a freshly drawn candidate (`accounts.cards.card_number_candidate`,
+    so the check digit rule stays in one place); `accounts.csv_bulk` makes sure
+    it is free before it is used.
+    """
+
+    def __init__(
+        self,
+        columns: ColumnMap,
+        *,
+        region: str = "RU",
+        time_zone: str = "Europe/Moscow",
+        today: datetime.date | None = None,
+    ) -> None:
+        self.columns = columns
+        self.phone = PhoneReader(region)
+        self.zone = zoneinfo.ZoneInfo(time_zone)
+        self.today = today or timezone.localdate(timezone=self.zone)
+        self.email_validator = _CachedDomainEmailValidator()
+        positions = columns.positions
+        self._text_columns = [
+            (name, positions[name]) for name in ("first_name", "last_name") if name in positions
+        ]
+        self._consent_columns = [
+            (kind, positions[column], column)
+            for column, kind in CONSENT_COLUMNS.items()
+            if column in positions
+        ]
+
+    def parse(self, cells: Sequence[Any], line: int) -> ParsedRow:
+        raw = [cell_text(c) for c in cells]
+        row = ParsedRow(line=line, raw=raw, errors=[])
+        positions = self.columns.positions
+        width = len(raw)
+
+        def cell(name: str) -> str:
+            index = positions.get(name)
+            if index is None or index >= width:
+                return ""
+            return unescape_formula(raw[index].strip())
+
+        if width > self.columns.width and any(c.strip() for c in raw[self.columns.width :]):
+            row.errors.append(_("The row has more cells than the header."))
+
+        text = cell("phone")
+        try:
+            row.phone = self.phone(text)
+        except InvalidPhone as error:
+            row.errors.append(str(error))
+
+        text = cell("card_number")
+        if text:
+            number = clean_card_number(text)
+            if len(number) > _CARD_MAX:
+                row.errors.append(_("The card number is too long."))
+            row.card_number = number
+        else:
+            row.new_card_number = card_number_candidate()
+
+        for name, index in self._text_columns:
+            value = unescape_formula(raw[index].strip()) if index < width else ""
+            if len(value) > _NAME_MAX:
+                row.errors.append(
+                    _("The %(column)s is longer than %(max)d characters.")
+                    % {"column": COLUMN_LABELS[name], "max": _NAME_MAX}
+                )
+            setattr(row, name, value or None)
+
+        text = cell("email")
+        if text:
+            try:
+                if len(text) > _EMAIL_MAX:
+                    raise ValidationError("too long")
+                self.email_validator(text)
+            except ValidationError:
+                row.errors.append(_("%(email)s is not an e-mail address.") % {"email": text})
+            row.email = text
+
+        text = cell("birth_date")
+        if text:
+            born = parse_date(text)
+            if born is None:
+                row.errors.append(_date_error(text, "birth_date"))
+            elif born > self.today or born.year < 1900:
+                row.errors.append(_("The birth date %(date)s is not possible.") % {"date": text})
+            row.birth_date = born
+
+        text = cell("store")
+        if text:
+            if len(text) > _STORE_MAX:
+                row.errors.append(_("The store code is too long."))
+            row.store = text
+
+        text = cell("registered_at")
+        if text:
+            when = parse_datetime(text, self.zone)
+            if when is None:
+                row.errors.append(_date_error(text, "registered_at"))
+            elif when.astimezone(self.zone).date() > self.today:
+                row.errors.append(
+                    _("The registration date %(date)s is in the future.") % {"date": text}
+                )
+            row.registered_at = when
+
+        unreadable_consent = False
+        for kind, index, column in self._consent_columns:
+            text = unescape_formula(raw[index].strip()).lower() if index < width else ""
+            if not text:
+                row.consents[kind] = None
+            elif text in TRUE_VALUES:
+                row.consents[kind] = True
+            elif text in FALSE_VALUES:
+                row.consents[kind] = False
+            else:
+                row.consents[kind] = None
+                unreadable_consent = unreadable_consent or kind == "personal_data"
+                row.errors.append(
+                    _("%(value)s is not a value for %(column)s: use %(values)s.")
+                    % {
+                        "value": raw[index].strip(),
+                        "column": COLUMN_LABELS[column],
+                        "values": "1/0, yes/no, да/нет, true/false",
+                    }
+                )
+        if row.consents.get("personal_data") is not True and not unreadable_consent:
+            row.errors.append(
+                _("Consent to personal data processing is required: the value must be yes.")
+            )
+        return row
+
+
+def _date_error(text: str, column: str) -> str:
+    return _("%(value)s is not a date for %(column)s: use YYYY-MM-DD or DD.MM.YYYY.") % {
+        "value": text,
+        "column": COLUMN_LABELS[column],
+    }
+
+
+_DMY = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})")
+_DATETIME = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{4})"
+    r"(?:[ T](?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2})(?:\.\d+)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:?\d{2})?)?"
+)
+
+
+def parse_date(text: str) -> datetime.date | None:
+    """`YYYY-MM-DD` or `DD.MM.YYYY`; None when it is neither or not a real date."""
+    try:
+        if len(text) == 10 and text[4] == "-":
+            return datetime.date.fromisoformat(text)
+        match = _DMY.fullmatch(text)
+        if match:
+            day, month, year = (int(g) for g in match.groups())
+            return datetime.date(year, month, day)
+    except ValueError:
+        return None
+    return None
+
+
+def parse_datetime(text: str, zone: datetime.tzinfo) -> datetime.datetime | None:
+    """A date, or a date and a time (`HH:MM[:SS]`), read in `zone` unless it names its offset."""
+    match = _DATETIME.fullmatch(text.strip())
+    if not match:
+        return None
+    day = parse_date(match["date"])
+    if day is None:
+        return None
+    try:
+        moment = datetime.datetime(
+            day.year,
+            day.month,
+            day.day,
+            int(match["h"] or 0),
+            int(match["m"] or 0),
+            int(match["s"] or 0),
+        )
+    except ValueError:
+        return None
+    offset = match["tz"]
+    if offset:
+        if offset == "Z":
+            return moment.replace(tzinfo=datetime.UTC)
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        delta = datetime.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        return moment.replace(tzinfo=datetime.timezone(sign * delta))
+    return moment.replace(tzinfo=zone)
