@@ -325,7 +325,6 @@ class MemberAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: Member | None = None, change: bool = False, **kwargs: Any
     ) -> type[forms.ModelForm]:
         kwargs["form"] = MemberChangeForm if obj is not None else MemberAddForm
-        kwargs["fields"] = None  # the form's own Meta.fields, plus its extra fields
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Member | None = None) -> Any:
