@@ -85,6 +85,8 @@ class Member(models.Model):
             ("block_member", _("Can block and unblock members")),
             ("replace_card", _("Can replace a member's card")),
             ("anonymise_member", _("Can anonymise members (irreversible)")),
+            ("import_members", _("Can import members from CSV")),
+            ("export_members", _("Can export members to CSV/XLSX")),
         ]
         constraints = [
             models.UniqueConstraint(
