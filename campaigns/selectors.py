@@ -1,0 +1,330 @@
+"""Reads for campaigns: the compiled rules of the till's hot path, member facts, coupons.
+
+`active_rules` is cached per process. Every change to a campaign moves a
+per-program counter (`RulesState`, see `services.rules_changed`); a process
+re-reads its rules when the counter moved, and looks at the counter at most
+every `CAMPAIGN_RULES_CHECK_SECONDS` (default 2), so a purchase normally costs
+no campaign query at all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, F, Q, Sum
+
+from accounts.models import Member
+from campaigns import engine
+from campaigns.models import (
+    BudgetSlot,
+    Campaign,
+    CodeUse,
+    MemberUsage,
+    PromoCode,
+    RulesState,
+    SegmentMember,
+    Status,
+)
+from programs.models import Program
+
+RUNNING = (Status.SCHEDULED, Status.ACTIVE)
+
+
+# --- compiling a version's snapshot into a rule -----------------------------
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value in (None, "") else Decimal(str(value))
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if not value else datetime.fromisoformat(value)
+
+
+def rule_compile(*, campaign_id: int, version_id: int, snapshot: dict[str, Any]) -> engine.Rule:
+    """The engine's Rule from a CampaignVersion's JSON snapshot (services.campaign_snapshot)."""
+    s = snapshot
+    return engine.Rule(
+        campaign_id=campaign_id,
+        version_id=version_id,
+        name=s["name"],
+        priority=s.get("priority", 0),
+        exclusive=s.get("exclusive", False),
+        starts_at=_dt(s.get("starts_at")),
+        ends_at=_dt(s.get("ends_at")),
+        store_ids=frozenset(s.get("stores", [])),
+        audience=s.get("audience", engine.EVERYONE),
+        tier_ids=frozenset(s.get("tiers", [])),
+        segment_ids=frozenset(s.get("segments", [])),
+        new_member_days=s.get("new_member_days"),
+        min_total=_dec(s.get("min_total")),
+        line_categories=frozenset(s.get("line_categories", [])),
+        line_skus=frozenset(s.get("line_skus", [])),
+        line_min_quantity=_dec(s.get("line_min_quantity")),
+        line_min_amount=_dec(s.get("line_min_amount")),
+        weekdays=frozenset(s.get("weekdays", [])),
+        hour_from=s.get("hour_from"),
+        hour_to=s.get("hour_to"),
+        first_purchase=s.get("first_purchase", False),
+        every_nth=s.get("every_nth"),
+        birthday_days=s.get("birthday_days"),
+        requires_code=s.get("requires_code", False),
+        extra_percent=_dec(s.get("extra_percent")),
+        multiplier=_dec(s.get("multiplier")),
+        fixed_points=s.get("fixed_points"),
+        unit_points=_dec(s.get("unit_points")),
+        unit_skus=frozenset(s.get("unit_skus", [])),
+        budget_points=s.get("budget_points"),
+        limit_times=s.get("limit_times"),
+        limit_points=s.get("limit_points"),
+        limit_period=s.get("limit_period", "campaign"),
+        holdout_percent=s.get("holdout_percent", 0),
+        expire_days=s.get("expire_days"),
+        receipt_message=s.get("receipt_message", ""),
+    )
+
+
+# --- the per-process cache --------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    version: int
+    checked: float
+    rules: list[engine.Rule]
+
+
+_cache: dict[int, _Cached] = {}
+_lock = threading.Lock()
+
+
+def _check_seconds() -> float:
+    return float(getattr(settings, "CAMPAIGN_RULES_CHECK_SECONDS", 2))
+
+
+def rules_state_version(program_id: int) -> int:
+    row = RulesState.objects.filter(program_id=program_id).values_list("version", flat=True)
+    return next(iter(row), 0)
+
+
+def rules_load(program_id: int) -> list[engine.Rule]:
+    """Every scheduled or active campaign of the program, compiled from its current version."""
+    rows = (
+        Campaign.objects.filter(
+            program_id=program_id, status__in=RUNNING, current_version__isnull=False
+        )
+        .values_list("id", "current_version_id", "current_version__rules")
+        .order_by("id")
+    )
+    return [rule_compile(campaign_id=cid, version_id=vid, snapshot=snap) for cid, vid, snap in rows]
+
+
+def cache_clear(program_id: int | None = None) -> None:
+    with _lock:
+        if program_id is None:
+            _cache.clear()
+        else:
+            _cache.pop(program_id, None)
+
+
+def _rules_cached(program_id: int) -> list[engine.Rule]:
+    now = time.monotonic()
+    entry = _cache.get(program_id)
+    if entry is not None and now - entry.checked < _check_seconds():
+        return entry.rules
+    version = rules_state_version(program_id)
+    if entry is not None and entry.version == version:
+        entry.checked = now
+        return entry.rules
+    rules = rules_load(program_id)
+    with _lock:
+        _cache[program_id] = _Cached(version=version, checked=now, rules=rules)
+    return rules
+
+
+def active_rules(program: Program | int, at: datetime) -> list[engine.Rule]:
+    """The campaigns that run at `at` (scheduled or active, inside their period), compiled.
+
+    Cached per process (see the module docstring); the period filter is done
+    in memory, so a campaign that starts at midnight starts without a job.
+    """
+    program_id = program if isinstance(program, int) else program.pk
+    return [
+        rule
+        for rule in _rules_cached(program_id)
+        if (rule.starts_at is None or rule.starts_at <= at)
+        and (rule.ends_at is None or at < rule.ends_at)
+    ]
+
+
+# --- member facts -----------------------------------------------------------
+
+
+def program_zone(program: Program) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(program.time_zone)
+
+
+def limit_window(period: str, local: datetime | date) -> str:
+    """The key of the member-limit window that `local` (program time) falls in."""
+    day = local.date() if isinstance(local, datetime) else local
+    if period == "day":
+        return f"d{day.isoformat()}"
+    if period == "week":
+        year, week, _weekday = day.isocalendar()
+        return f"w{year}-{week:02d}"
+    if period == "month":
+        return f"m{day:%Y-%m}"
+    return "all"
+
+
+def member_facts(
+    *,
+    program: Program,
+    member: Member,
+    rules: Sequence[engine.Rule],
+    at: datetime,
+    next_expiry: tuple[int, date] | None = None,
+) -> engine.MemberFacts:
+    """What the rules know of a member: at most two small queries, none without limits/segments.
+
+    Call it before the purchase moves the member facts (purchase_count): the
+    purchase being evaluated is number purchase_count + 1. `next_expiry` is
+    (points, date) of the member's next expiring lot, for the cashier message.
+    """
+    zone = program_zone(program)
+    local = at.astimezone(zone)
+    segment_ids: frozenset[int] = frozenset()
+    wanted_segments = set().union(*(r.segment_ids for r in rules)) if rules else set()
+    if wanted_segments:
+        segment_ids = frozenset(
+            SegmentMember.objects.filter(member=member, segment_id__in=wanted_segments).values_list(
+                "segment_id", flat=True
+            )
+        )
+    usage: dict[int, engine.Usage] = {}
+    limited = [r for r in rules if r.limit_times is not None or r.limit_points is not None]
+    if limited:
+        q = Q()
+        for r in limited:
+            q |= Q(campaign_id=r.campaign_id, window=limit_window(r.limit_period, local))
+        for cid, times, points in MemberUsage.objects.filter(q, member=member).values_list(
+            "campaign_id", "times", "points"
+        ):
+            usage[cid] = engine.Usage(times=times, points=points)
+    return engine.MemberFacts(
+        member_id=str(member.pk),
+        tier_id=member.tier_id,
+        segment_ids=segment_ids,
+        purchase_number=member.purchase_count + 1,
+        birth_date=member.birth_date,
+        registered_on=member.registered_at.astimezone(zone).date(),
+        usage=usage,
+        expiring_points=next_expiry[0] if next_expiry else 0,
+        expiring_on=next_expiry[1] if next_expiry else None,
+    )
+
+
+def budgets_left(rules: Sequence[engine.Rule]) -> dict[int, int]:
+    """Points left in each budget of these rules (one query, none when no rule has a budget)."""
+    ids = [r.campaign_id for r in rules if r.budget_points is not None]
+    if not ids:
+        return {}
+    rows = (
+        BudgetSlot.objects.filter(campaign_id__in=ids)
+        .values("campaign_id")
+        .annotate(left=Sum(F("cap") - F("used")))
+    )
+    left = dict.fromkeys(ids, 0)
+    left.update({row["campaign_id"]: int(row["left"] or 0) for row in rows})
+    return left
+
+
+def code_normalize(code: str) -> str:
+    return code.strip().upper()
+
+
+def coupons_lookup(
+    *, program: Program, codes: Iterable[str], member: Member | None, at: datetime
+) -> tuple[engine.Coupon, ...]:
+    """Look up presented promo codes: one query for the codes, one for the member's uses.
+
+    Problems found here: unknown, expired (the code's or its campaign's period is
+    over, or the campaign was stopped), used_up (the code's total, or this
+    member's share). `not_applicable` is decided by the engine.
+    """
+    wanted = [code_normalize(c) for c in codes if c and c.strip()]
+    if not wanted:
+        return ()
+    found = {
+        pc.code: pc
+        for pc in PromoCode.objects.filter(program=program, code__in=wanted).select_related(
+            "campaign"
+        )
+    }
+    member_uses: dict[int, int] = {}
+    if member is not None and found:
+        member_uses = dict(
+            CodeUse.objects.filter(code_id__in=[pc.pk for pc in found.values()], member=member)
+            .exclude(state=CodeUse.State.RELEASED)
+            .values("code_id")
+            .annotate(n=Count("id"))
+            .values_list("code_id", "n")
+        )
+    result = []
+    for code in dict.fromkeys(wanted):
+        pc = found.get(code)
+        if pc is None or not pc.is_active:
+            result.append(engine.Coupon(code=code, campaign_id=None, problem=engine.UNKNOWN))
+            continue
+        campaign = pc.campaign
+        problem = ""
+        if (pc.valid_until and at >= pc.valid_until) or (
+            campaign.ends_at and at >= campaign.ends_at
+        ):
+            problem = engine.EXPIRED
+        elif campaign.status == Status.FINISHED:
+            problem = engine.EXPIRED
+        elif campaign.status not in RUNNING or (pc.valid_from and at < pc.valid_from):
+            problem = engine.NOT_APPLICABLE
+        elif pc.max_uses is not None and pc.uses >= pc.max_uses:
+            problem = engine.USED_UP
+        elif pc.per_member_limit is not None and member_uses.get(pc.pk, 0) >= pc.per_member_limit:
+            problem = engine.USED_UP
+        result.append(engine.Coupon(code=code, campaign_id=campaign.pk, problem=problem))
+    return tuple(result)
+
+
+def campaign_overlaps(campaign: Campaign) -> list[Campaign]:
+    """Running campaigns whose period and stores meet this one's where one side is exclusive."""
+    others = Campaign.objects.filter(program_id=campaign.program_id, status__in=RUNNING).exclude(
+        pk=campaign.pk
+    )
+    if campaign.ends_at is not None:
+        others = others.filter(starts_at__lt=campaign.ends_at)
+    others = others.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=campaign.starts_at))
+    if not campaign.exclusive:
+        others = others.filter(exclusive=True)
+    store_ids = set(campaign.stores.values_list("id", flat=True)) if campaign.pk else set()
+    result = []
+    for other in others.prefetch_related("stores"):
+        theirs = {s.pk for s in other.stores.all()}
+        if store_ids and theirs and not (store_ids & theirs):
+            continue  # different stores never meet on one receipt
+        result.append(other)
+    return result
+
+
+def campaign_cost(campaign: Campaign) -> dict[str, int]:
+    """Points reserved/given by a campaign, net of releases, and purchases that got them."""
+    row = campaign.uses.exclude(state="released").aggregate(
+        points=Sum(F("points") - F("released_points")), purchases=Count("id")
+    )
+    return {"points": int(row["points"] or 0), "purchases": int(row["purchases"] or 0)}
