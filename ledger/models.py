@@ -418,7 +418,7 @@ class AdjustmentRequest(models.Model):
         verbose_name = _("points adjustment")
         verbose_name_plural = _("points adjustments")
         ordering = ["-requested_at", "-id"]
-        permissions = [("decide_adjustmentrequest", _("Can approve or reject points adjustments"))]
+        permissions = [("approve_adjustmentrequest", _("Can approve or reject points adjustments"))]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(points=0), name="ledger_adjustmentrequest_points_non_zero"

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -53,6 +54,7 @@ from ledger.models import (
     OpenHold,
     Transfer,
 )
+from loyalty_site import metrics
 from programs.models import Program
 
 __all__ = [
@@ -354,6 +356,7 @@ def _make_transfer(
     )
     transfer._state.adding = False
     transfer._state.db = "default"
+    transaction.on_commit(partial(metrics.points_moved, kind, amount))
     return transfer
 
 
@@ -1295,7 +1298,7 @@ class JobResult:
 
 
 def _run_lot_job(
-    candidates_sql: str, work_sql: str, now: datetime.datetime, batch: int
+    candidates_sql: str, work_sql: str, kind: str, now: datetime.datetime, batch: int
 ) -> JobResult:
     """Claim the accounts of due lots batch by batch (SKIP LOCKED) and treat them set-wise.
 
@@ -1322,6 +1325,7 @@ def _run_lot_job(
                 lots, points = _fetch(work_sql, {"accounts": claimed, "now": now})[0]
                 result.lots += lots
                 result.points += points
+                transaction.on_commit(partial(metrics.points_moved, kind, int(points)))
         if len(candidates) < batch:
             return result
 
@@ -1333,12 +1337,14 @@ def lots_expire(*, now: datetime.datetime | None = None, batch: int = _BATCH) ->
     missed runs (everything due by ``now``). Running it twice or concurrently
     burns each lot once: a burned lot has nothing left and the reference is unique.
     """
-    return _run_lot_job(_EXPIRE_CANDIDATES, _EXPIRE_SQL, now or timezone.now(), batch)
+    return _run_lot_job(_EXPIRE_CANDIDATES, _EXPIRE_SQL, Kind.EXPIRY, now or timezone.now(), batch)
 
 
 def points_activate(*, now: datetime.datetime | None = None, batch: int = _BATCH) -> JobResult:
     """Make pending lots whose ``available_at`` has come spendable (reference activate:<lot>)."""
-    return _run_lot_job(_ACTIVATE_CANDIDATES, _ACTIVATE_SQL, now or timezone.now(), batch)
+    return _run_lot_job(
+        _ACTIVATE_CANDIDATES, _ACTIVATE_SQL, Kind.ACTIVATION, now or timezone.now(), batch
+    )
 
 
 # --- Reconciliation -----------------------------------------------------------------------

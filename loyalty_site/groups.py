@@ -37,6 +37,7 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
         "programs.view_tier",
         "programs.view_store",
         "ledger.view_*",
+        "ledger.add_adjustmentrequest",
         "pos.view_*",
     ],
     # Reads the points book, exports, approves manual adjustments (maker-checker).
