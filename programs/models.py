@@ -135,7 +135,7 @@ class Program(models.Model):
         ),
     )
     accrual_percent = models.DecimalField(
-        _("earning, % of the receipt"),
+        _("earning rate, %"),
         max_digits=5,
         decimal_places=2,
         default=Decimal("5"),
@@ -279,7 +279,7 @@ class Tier(models.Model):
         ),
     )
     accrual_percent = models.DecimalField(
-        _("earning, % of the receipt"),
+        _("earning rate, %"),
         max_digits=5,
         decimal_places=2,
         validators=percent_validators,

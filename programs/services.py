@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, router, transaction
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
+from django.utils.translation import gettext as _
 
 from programs.audit import audit_record, diff, snapshot
 from programs.models import (
@@ -145,28 +146,31 @@ class _Bad(Exception):
 
 def _read_text(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Bad("must be a string")
+        raise _Bad(_("must be a string"))
     return value
 
 
 def _read_decimal(value: Any) -> Decimal:
     # bool is an int in Python, but `true` is no number in a program file.
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise _Bad('must be a number, preferably written as a string such as "1.00"')
+        raise _Bad(_('must be a number, preferably written as a string such as "1.00"'))
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
-        raise _Bad(f'must be a number such as "1.00", not {json.dumps(value)}') from None
+        raise _Bad(
+            _('must be a number such as "1.00", not %(value)s')
+            % {"value": json.dumps(value, ensure_ascii=False)}
+        ) from None
     if not number.is_finite():
-        raise _Bad("must be a finite number")
+        raise _Bad(_("must be a finite number"))
     return number
 
 
 def _read_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad("must be a whole number, 0 or more")
+        raise _Bad(_("must be a whole number, 0 or more"))
     if value < 0:
-        raise _Bad("must be a whole number, 0 or more")
+        raise _Bad(_("must be a whole number, 0 or more"))
     return value
 
 
@@ -176,7 +180,7 @@ def _read_count_or_null(value: Any) -> int | None:
 
 def _read_bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Bad("must be true or false")
+        raise _Bad(_("must be true or false"))
     return value
 
 
@@ -235,7 +239,7 @@ class _Errors:
 
     def has(self, path: str) -> bool:
         return any(
-            p == path or p.startswith(f"{path}.") or p.startswith(f"{path}[") for p, _ in self.items
+            p == path or p.startswith((f"{path}.", f"{path}[")) for p, _message in self.items
         )
 
     def add_model_errors(
@@ -256,17 +260,17 @@ class _Errors:
 def _read_object(item: Any, keys: list[_Key], path: str, errors: _Errors) -> dict[str, Any] | None:
     """Values of a JSON object by key, reporting wrong types, missing and unknown keys."""
     if not isinstance(item, dict):
-        errors.add(path, "must be an object ({...})")
+        errors.add(path, _("must be an object ({...})"))
         return None
     known = {key.name for key in keys}
     for name in item:
         if name not in known:
-            errors.add(f"{path}.{name}", "unknown key")
+            errors.add(f"{path}.{name}", _("unknown key"))
     values: dict[str, Any] = {}
     for key in keys:
         if key.name not in item:
             if key.required:
-                errors.add(f"{path}.{key.name}", "required key is missing")
+                errors.add(f"{path}.{key.name}", _("required key is missing"))
             continue
         if key.name in _EXCLUSION_KEYS:
             values.update(_read_exclusions(item[key.name], key.name, f"{path}.{key.name}", errors))
@@ -281,19 +285,19 @@ def _read_object(item: Any, keys: list[_Key], path: str, errors: _Errors) -> dic
 def _read_exclusions(value: Any, name: str, path: str, errors: _Errors) -> dict[str, list[str]]:
     """{"categories": [...], "skus": [...]}; a missing list means none is excluded."""
     if not isinstance(value, dict):
-        errors.add(path, 'must be an object like {"categories": [], "skus": []}')
+        errors.add(path, _('must be an object like {"categories": [], "skus": []}'))
         return {}
     for extra in value.keys() - {"categories", "skus"}:
-        errors.add(f"{path}.{extra}", "unknown key")
+        errors.add(f"{path}.{extra}", _("unknown key"))
     result: dict[str, list[str]] = {}
     for kind in ("categories", "skus"):
         items = value.get(kind, [])
         if not isinstance(items, list):
-            errors.add(f"{path}.{kind}", "must be a list of strings")
+            errors.add(f"{path}.{kind}", _("must be a list of strings"))
             continue
         bad = [i for i, code in enumerate(items) if not isinstance(code, str)]
         for i in bad:
-            errors.add(f"{path}.{kind}[{i}]", "must be a string")
+            errors.add(f"{path}.{kind}[{i}]", _("must be a string"))
         if not bad:
             result[f"{name}_{kind}"] = list(items)
     return result
@@ -309,7 +313,7 @@ def _protected_by(obj: models.Model) -> str | None:
             exc.protected_objects if isinstance(exc, ProtectedError) else exc.restricted_objects
         )
         counts = Counter(type(o)._meta.verbose_name_plural for o in blocking)
-        return ", ".join(f"{n} {name}" for name, n in counts.items())
+        return ", ".join(f"{name}: {n}" for name, n in counts.items())
     return None
 
 
@@ -341,7 +345,7 @@ def _read_children(
         return None
     items = data[key]
     if not isinstance(items, list):
-        errors.add(key, "must be a list")
+        errors.add(key, _("must be a list"))
         return None
     children: list[_Child] = []
     first_use: dict[str, int] = {}
@@ -353,7 +357,11 @@ def _read_children(
         code = values.get("code")
         if code is not None:
             if code in first_use:
-                errors.add(f"{path}.code", f'"{code}" is already used by {key}[{first_use[code]}]')
+                errors.add(
+                    f"{path}.code",
+                    _('"%(code)s" is already used by %(other)s')
+                    % {"code": code, "other": f"{key}[{first_use[code]}]"},
+                )
                 continue
             first_use[code] = index
         obj = stored.get(code) if code is not None else None
@@ -379,9 +387,15 @@ def _check_tier_ladder(tiers: list[_Child], errors: _Errors) -> None:
     for index, problem in tier_ladder_errors(thresholds):
         path = f"{tiers[index].path}.threshold"
         if problem == TIER_LADDER_START:
-            errors.add(path, "the lowest tier must start at 0, so that every member holds a tier")
+            errors.add(
+                path, _("the lowest tier must start at 0, so that every member holds a tier")
+            )
         else:
-            errors.add(path, f"must be greater than {tiers[index - 1].path}.threshold")
+            errors.add(
+                path,
+                _("must be greater than %(other)s")
+                % {"other": f"{tiers[index - 1].path}.threshold"},
+            )
 
 
 def program_import(
@@ -398,11 +412,11 @@ def program_import(
     """
     errors = _Errors()
     if not isinstance(data, dict):
-        raise ProgramFileError([("$", 'must be an object with "program", "tiers" and "stores"')])
+        raise ProgramFileError([("$", _('must be an object with "program", "tiers" and "stores"'))])
     for name in data.keys() - {"program", "tiers", "stores"}:
-        errors.add(name, "unknown key")
+        errors.add(name, _("unknown key"))
     if "program" not in data:
-        errors.add("program", "required key is missing")
+        errors.add("program", _("required key is missing"))
 
     with transaction.atomic():
         values = (
@@ -443,8 +457,11 @@ def program_import(
                 if blocking:
                     errors.add(
                         "tiers",
-                        f'tier "{tier_code}" is not in the file but is still used by {blocking}; '
-                        "keep it in the file, or move them to another tier first",
+                        _(
+                            'tier "%(code)s" is not in the file but is still used by %(what)s; '
+                            "keep it in the file, or move them to another tier first"
+                        )
+                        % {"code": tier_code, "what": blocking},
                     )
                 removed_tiers.append(tier)
 
@@ -454,11 +471,11 @@ def program_import(
         result = ProgramImportResult(program=program, created=created, dry_run=dry_run)
         changes = _object_save(program, by=by, source=source)
         if changes:
-            verb = "created" if created else _format_changes(changes)
+            verb = _("created") if created else _format_changes(changes)
             result.changes.append(f'program "{program.code}": {verb}')
         # Removed tiers go first, so a threshold they free can be taken by another tier.
         for tier in removed_tiers:
-            result.changes.append(f'tier "{tier.code}": removed')
+            result.changes.append(f'tier "{tier.code}": ' + _("removed"))
             _object_delete(tier, by=by, source=source)
         for kind, children in (("tier", tiers), ("store", stores)):
             for child in children or ():
@@ -467,12 +484,12 @@ def program_import(
                 obj.program = program
                 changes = _object_save(obj, by=by, source=source)
                 if changes:
-                    verb = "created" if new else _format_changes(changes)
+                    verb = _("created") if new else _format_changes(changes)
                     result.changes.append(f'{kind} "{obj.code}": {verb}')
         if stores is not None:
             in_file = {child.obj.code for child in stores}
             for store_code in stored_stores.keys() - in_file:
-                result.changes.append(f'store "{store_code}": not in the file, kept')
+                result.changes.append(f'store "{store_code}": ' + _("not in the file, kept"))
 
         if dry_run:
             transaction.set_rollback(True)

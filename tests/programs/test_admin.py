@@ -293,3 +293,20 @@ def test_the_audit_list_filters_by_object_type_and_searches(
     response = client_.get(url, {"content_type__id__exact": tier_type.pk, "q": "Silver"})
     assert response.status_code == 200
     assert response.context["cl"].result_count == 1
+
+
+def test_the_program_page_speaks_russian(client_: Client, program: Program) -> None:
+    response = client_.get(change_url(program), HTTP_ACCEPT_LANGUAGE="ru")
+    page = response.content.decode()
+    assert "Максимальный процент оплаты бонусами" in page
+    assert "Такую долю чека можно оплатить бонусами" in page
+    assert "Вся история изменений программы" in page
+
+
+def test_the_admin_refuses_a_bad_value_in_russian_too(client_: Client, program: Program) -> None:
+    response = client_.post(
+        change_url(program),
+        program_form(program, accrual_percent="150"),
+        HTTP_ACCEPT_LANGUAGE="ru",
+    )
+    assert "Процент не может быть больше 100." in response.content.decode()

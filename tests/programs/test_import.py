@@ -323,7 +323,7 @@ def test_a_tier_members_hold_is_not_removed_and_the_error_names_it() -> None:
     assert errors_of(data) == [
         (
             "tiers",
-            'tier "silver" is not in the file but is still used by 1 members; '
+            'tier "silver" is not in the file but is still used by members: 1; '
             "keep it in the file, or move them to another tier first",
         )
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 
 from programs.models import Program
 from programs.services import program_export_data, program_file_dumps
@@ -22,7 +23,9 @@ class Command(BaseCommand):
         try:
             text = program_file_dumps(program_export_data(options["code"]))
         except Program.DoesNotExist:
-            raise CommandError(f"No program with code {options['code']!r}.") from None
+            raise CommandError(
+                _("No program with code %(code)r.") % {"code": options["code"]}
+            ) from None
         if options["output"]:
             Path(options["output"]).write_text(text, encoding="utf-8")
             return

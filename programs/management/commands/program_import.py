@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 
 from programs.services import ProgramFileError, program_file_loads, program_import
 
@@ -38,17 +39,20 @@ class Command(BaseCommand):
             data = program_file_loads(text)
         except json.JSONDecodeError as exc:
             raise CommandError(
-                f"{name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                _("%(file)s: not valid JSON at line %(line)d, column %(column)d: %(reason)s")
+                % {"file": name, "line": exc.lineno, "column": exc.colno, "reason": exc.msg}
             ) from None
         except ValueError as exc:
-            raise CommandError(f"{name}: not a usable program file: {exc}") from None
+            raise CommandError(
+                _("%(file)s: not a usable program file: %(reason)s") % {"file": name, "reason": exc}
+            ) from None
 
         by = None
         if options["user"]:
             try:
                 by = get_user_model()._default_manager.get_by_natural_key(options["user"])
             except get_user_model().DoesNotExist:
-                raise CommandError(f"No user {options['user']!r}.") from None
+                raise CommandError(_("No user %(name)r.") % {"name": options["user"]}) from None
 
         try:
             result = program_import(data, dry_run=options["dry_run"], by=by)
@@ -56,23 +60,29 @@ class Command(BaseCommand):
             for path, message in exc.errors:
                 self.stderr.write(f"{path}: {message}")
             raise CommandError(
-                f"{name}: {len(exc.errors)} error(s); nothing was changed."
+                _("%(file)s: %(count)d error(s); nothing was changed.")
+                % {"file": name, "count": len(exc.errors)}
             ) from None
 
         for line in result.changes:
             self.stdout.write(f"  {line}")
         code = result.program.code
         if result.dry_run:
-            verdict = "would be created" if result.created else "would be updated"
             if not result.changes:
-                verdict = "has no changes"
-            self.stdout.write(f'Dry run: program "{code}" {verdict}; nothing was saved.')
+                verdict = _('Dry run: program "%(code)s" has no changes; nothing was saved.')
+            elif result.created:
+                verdict = _('Dry run: program "%(code)s" would be created; nothing was saved.')
+            else:
+                verdict = _('Dry run: program "%(code)s" would be updated; nothing was saved.')
+            self.stdout.write(verdict % {"code": code})
         elif result.created:
-            self.stdout.write(self.style.SUCCESS(f'Program "{code}" created.'))
+            self.stdout.write(self.style.SUCCESS(_('Program "%(code)s" created.') % {"code": code}))
         elif result.changes:
-            self.stdout.write(self.style.SUCCESS(f'Program "{code}" updated.'))
+            self.stdout.write(self.style.SUCCESS(_('Program "%(code)s" updated.') % {"code": code}))
         else:
-            self.stdout.write(f'Program "{code}" is up to date; nothing changed.')
+            self.stdout.write(
+                _('Program "%(code)s" is up to date; nothing changed.') % {"code": code}
+            )
 
     def _read(self, name: str) -> str:
         try:
@@ -81,10 +91,14 @@ class Command(BaseCommand):
             else:
                 raw = Path(name).read_bytes()
         except OSError as exc:
-            raise CommandError(f"{name}: cannot read the file: {exc.strerror}") from None
+            raise CommandError(
+                _("%(file)s: cannot read the file: %(reason)s")
+                % {"file": name, "reason": exc.strerror}
+            ) from None
         try:
             return raw.decode("utf-8-sig")  # tolerate the BOM some editors write
         except UnicodeDecodeError as exc:
             raise CommandError(
-                f"{name}: not UTF-8 text (byte {exc.start} cannot be decoded)"
+                _("%(file)s: not UTF-8 text (byte %(byte)d cannot be decoded)")
+                % {"file": name, "byte": exc.start}
             ) from None
