@@ -189,6 +189,22 @@ _db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
 _db["CONN_HEALTH_CHECKS"] = True
 _db["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME") or f"test_{_db['NAME']}"}
 DATABASES = {"default": _db}
+# Analytics (dashboard, reports) may read from a replica; its router sends only
+# analytics' own tables there. Tests mirror it onto the default database.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    import dj_database_url
+
+    try:
+        _replica = dj_database_url.parse(DATABASE_REPLICA_URL)
+    except Exception as exc:  # the library raises several types for a bad URL
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a usable URL: {exc}") from exc
+    if "postgres" not in _replica["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must point at PostgreSQL.")
+    _replica.update(ENGINE="django.db.backends.postgresql", CONN_MAX_AGE=_db["CONN_MAX_AGE"])
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["analytics.routers.AnalyticsReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth, admin login lockout (django-axes) -------------------------------
@@ -255,6 +271,17 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Periodic jobs, keyed by name; each app's tasks.py holds the task itself.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+from celery.schedules import crontab as _crontab  # noqa: E402
+
+# Analytics: nightly (UTC), aggregates first, the CLV refit after them.
+CELERY_BEAT_SCHEDULE["analytics-aggregates"] = {
+    "task": "analytics.aggregates_refresh",
+    "schedule": _crontab(hour=1, minute=30),
+}
+CELERY_BEAT_SCHEDULE["analytics-clv-fit"] = {
+    "task": "analytics.clv_fit",
+    "schedule": _crontab(hour=2, minute=30),
+}
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
