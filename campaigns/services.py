@@ -40,6 +40,7 @@ from campaigns.models import (
     HoldoutMember,
     MemberUsage,
     PromoCode,
+    PromoCodeBatch,
     Status,
     StatusChange,
 )
@@ -689,3 +690,128 @@ def payments_plan(
             )
         )
     return plan
+
+
+# --- promo codes ------------------------------------------------------------
+
+# No 0/O, 1/I/L: codes are read aloud and typed from paper.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 8
+
+
+def code_create(
+    *,
+    campaign: Campaign,
+    code: str,
+    max_uses: int | None = None,
+    per_member_limit: int | None = 1,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    by: Any = None,
+) -> PromoCode:
+    """A shared code (e.g. SPRING25) for a campaign; audited."""
+    with transaction.atomic():
+        promo = PromoCode.objects.create(
+            program_id=campaign.program_id,
+            campaign=campaign,
+            code=selectors.code_normalize(code),
+            max_uses=max_uses,
+            per_member_limit=per_member_limit,
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+        audit_record(
+            user=by,
+            action="create",
+            obj=promo,
+            changes={"code": [None, promo.code], "campaign": [None, campaign.pk]},
+            program=campaign.program,
+            source="campaigns",
+        )
+    return promo
+
+
+def code_batch_generate(
+    *,
+    campaign: Campaign,
+    count: int,
+    prefix: str = "",
+    max_uses: int | None = 1,
+    per_member_limit: int | None = 1,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    by: Any = None,
+) -> PromoCodeBatch:
+    """`count` unique random codes starting with `prefix`, e.g. for a mailing; audited.
+
+    Codes are drawn at random (secrets) and inserted with ON CONFLICT DO NOTHING
+    until the batch is full, so a clash with an existing code is simply redrawn.
+    """
+    import secrets
+
+    prefix = selectors.code_normalize(prefix)
+    if count < 1 or count > 1_000_000:
+        raise CampaignRefused({"count": [_("A batch holds from 1 to 1,000,000 codes.")]})
+    with transaction.atomic():
+        batch = PromoCodeBatch.objects.create(
+            campaign=campaign,
+            prefix=prefix,
+            count=count,
+            created_by=by if getattr(by, "is_authenticated", False) else None,
+        )
+        made = 0
+        while made < count:
+            chunk = min(10_000, count - made)
+            codes = {
+                prefix + "".join(secrets.choice(CODE_ALPHABET) for _i in range(CODE_LENGTH))
+                for _j in range(chunk)
+            }
+            created = PromoCode.objects.bulk_create(
+                [
+                    PromoCode(
+                        program_id=campaign.program_id,
+                        campaign=campaign,
+                        batch=batch,
+                        code=code,
+                        max_uses=max_uses,
+                        per_member_limit=per_member_limit,
+                        valid_from=valid_from,
+                        valid_until=valid_until,
+                    )
+                    for code in codes
+                ],
+                ignore_conflicts=True,
+            )
+            del created  # with ignore_conflicts the objects do not tell which were inserted
+            made = PromoCode.objects.filter(batch=batch).count()
+        audit_record(
+            user=by,
+            action="create",
+            obj=batch,
+            changes={"count": [None, count], "prefix": [None, prefix]},
+            program=campaign.program,
+            source="campaigns",
+        )
+    return batch
+
+
+def csv_safe(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def codes_csv_rows(codes: Any) -> list[list[str]]:
+    """Rows (with a header) of promo codes for export."""
+    rows = [["code", "campaign", "max_uses", "used", "valid_from", "valid_until"]]
+    for pc in codes.select_related("campaign").order_by("code").iterator(chunk_size=5000):
+        rows.append(
+            [
+                csv_safe(pc.code),
+                csv_safe(pc.campaign.name),
+                "" if pc.max_uses is None else str(pc.max_uses),
+                str(pc.uses),
+                pc.valid_from.isoformat() if pc.valid_from else "",
+                pc.valid_until.isoformat() if pc.valid_until else "",
+            ]
+        )
+    return rows

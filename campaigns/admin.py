@@ -1,0 +1,521 @@
+"""Campaigns, promo codes and segments in the admin, for marketers.
+
+Every change goes through campaigns.services; this module turns forms and
+buttons into service calls and messages.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from campaigns import segments as segment_jobs
+from campaigns import services
+from campaigns.models import (
+    Campaign,
+    CampaignVersion,
+    PromoCode,
+    PromoCodeBatch,
+    Segment,
+    SegmentSize,
+    Status,
+    StatusChange,
+)
+from campaigns.validation import campaign_errors
+
+
+class CampaignForm(forms.ModelForm):
+    # The admin builds the fields from CampaignAdmin.fieldsets (modelform_factory).
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        # The model's clean() has checked the fields; the audience lists are only
+        # known here, before they are saved.
+        self.instance.audience = data.get("audience", self.instance.audience)
+        errors = campaign_errors(
+            self.instance,
+            tier_ids=[t.pk for t in data.get("tiers") or []],
+            segment_ids=[s.pk for s in data.get("segments") or []],
+        )
+        for field in ("tiers", "segments"):
+            for message in errors.get(field, []):
+                self.add_error(field, message)
+        return data
+
+
+class StatusChangeInline(admin.TabularInline):
+    model = StatusChange
+    extra = 0
+    fields = ("changed_at", "old_status", "new_status", "changed_by")
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = gettext_lazy("status history")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class VersionInline(admin.TabularInline):
+    model = CampaignVersion
+    extra = 0
+    fields = ("number", "created_at", "created_by")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PromoCodeInline(admin.TabularInline):
+    model = PromoCode
+    extra = 0
+    fields = ("code", "max_uses", "uses", "per_member_limit", "valid_from", "valid_until")
+    readonly_fields = fields
+    can_delete = False
+    verbose_name_plural = gettext_lazy("shared promo codes")
+    max_num = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PromoCode]:
+        return super().get_queryset(request).filter(batch__isnull=True)
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
+    list_display = (
+        "name",
+        "program",
+        "status",
+        "starts_at",
+        "ends_at",
+        "priority",
+        "exclusive",
+        "budget_points",
+    )
+    list_filter = ("status", "program", "exclusive", "audience")
+    list_select_related = ("program",)
+    search_fields = ("name",)
+    date_hierarchy = "starts_at"
+    readonly_fields = (
+        "status",
+        "current_version",
+        "status_changed_at",
+        "status_changed_by",
+        "spent",
+    )
+    filter_horizontal = ("stores", "tiers", "segments")
+    inlines = (PromoCodeInline, StatusChangeInline, VersionInline)
+    actions = ("launch", "pause", "resume", "finish", "back_to_draft")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "program",
+                    "name",
+                    "description",
+                    ("starts_at", "ends_at"),
+                    ("status", "status_changed_at", "status_changed_by"),
+                    "current_version",
+                    ("priority", "exclusive"),
+                    "stores",
+                )
+            },
+        ),
+        (
+            gettext_lazy("Who"),
+            {"fields": ("audience", "tiers", "segments", "new_member_days", "holdout_percent")},
+        ),
+        (
+            gettext_lazy("When it applies (every condition filled in must hold)"),
+            {
+                "fields": (
+                    "min_total",
+                    ("line_categories", "line_skus"),
+                    ("line_min_quantity", "line_min_amount"),
+                    "weekdays",
+                    ("hour_from", "hour_to"),
+                    ("first_purchase", "every_nth"),
+                    "birthday_days",
+                    "requires_code",
+                )
+            },
+        ),
+        (
+            gettext_lazy("What it gives (everything filled in adds up)"),
+            {
+                "fields": (
+                    "extra_percent",
+                    "multiplier",
+                    "fixed_points",
+                    ("unit_points", "unit_skus"),
+                    "expire_days",
+                    "receipt_message",
+                )
+            },
+        ),
+        (
+            gettext_lazy("Budget and limits"),
+            {"fields": ("budget_points", "spent", ("limit_times", "limit_points", "limit_period"))},
+        ),
+    )
+
+    @admin.display(description=gettext_lazy("points given"))
+    def spent(self, obj: Campaign) -> str:
+        if obj.pk is None:
+            return "—"
+        from campaigns.selectors import campaign_cost
+
+        cost = campaign_cost(obj)
+        return _("%(points)d points on %(purchases)d purchases") % cost
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        try:
+            services.campaign_save(
+                campaign=obj,
+                by=request.user,
+                stores=form.cleaned_data.get("stores"),
+                tiers=form.cleaned_data.get("tiers"),
+                segments=form.cleaned_data.get("segments"),
+            )
+        except services.CampaignRefused as exc:  # checked by the form already; belt and braces
+            raise forms.ValidationError(str(exc)) from exc
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The campaign's own lists were saved by campaign_save (audited, versioned).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Campaign | None = None) -> bool:
+        # A campaign that ever ran is part of the books: finish it instead.
+        if obj is not None and obj.status != Status.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def _move(self, request: HttpRequest, queryset: QuerySet[Campaign], to: str) -> None:
+        for campaign in queryset:
+            try:
+                services.campaign_status_change(campaign=campaign, to=to, by=request.user)
+            except services.CampaignRefused as exc:
+                self.message_user(request, f"{campaign}: {exc}", messages.ERROR)
+            else:
+                campaign.refresh_from_db()
+                self.message_user(
+                    request,
+                    _("%(name)s is now %(status)s.")
+                    % {"name": campaign, "status": campaign.get_status_display()},
+                )
+
+    @admin.action(
+        description=gettext_lazy("Launch (active, or scheduled until it starts)"),
+        permissions=["change_status"],
+    )
+    def launch(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> TemplateResponse | None:
+        confirmed = request.POST.get("confirm_overlap") == "yes"
+        overlapping: list[tuple[Campaign, list[Campaign]]] = []
+        for campaign in queryset:
+            try:
+                services.campaign_status_change(
+                    campaign=campaign, to=Status.ACTIVE, by=request.user, allow_overlap=confirmed
+                )
+            except services.CampaignOverlap as exc:
+                overlapping.append((campaign, exc.overlaps))
+            except services.CampaignRefused as exc:
+                self.message_user(request, f"{campaign}: {exc}", messages.ERROR)
+            else:
+                campaign.refresh_from_db()
+                self.message_user(
+                    request,
+                    _("%(name)s is now %(status)s.")
+                    % {"name": campaign, "status": campaign.get_status_display()},
+                )
+        if overlapping:
+            # Show the overlap first; the marketer launches anyway or goes back.
+            return TemplateResponse(
+                request,
+                "campaigns/admin/confirm_overlap.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": _("These campaigns overlap exclusive ones"),
+                    "overlapping": overlapping,
+                    "ids": [c.pk for c, _o in overlapping],
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        return None
+
+    @admin.action(description=gettext_lazy("Pause"), permissions=["change_status"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._move(request, queryset, Status.PAUSED)
+
+    @admin.action(description=gettext_lazy("Resume"), permissions=["change_status"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._move(request, queryset, Status.ACTIVE)
+
+    @admin.action(description=gettext_lazy("Finish"), permissions=["change_status"])
+    def finish(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._move(request, queryset, Status.FINISHED)
+
+    @admin.action(
+        description=gettext_lazy("Back to draft (scheduled only)"), permissions=["change_status"]
+    )
+    def back_to_draft(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        self._move(request, queryset, Status.DRAFT)
+
+    def has_change_status_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.change_campaign_status")
+
+
+@admin.register(CampaignVersion)
+class CampaignVersionAdmin(admin.ModelAdmin):
+    list_display = ("campaign", "number", "created_at", "created_by")
+    list_select_related = ("campaign", "created_by")
+    readonly_fields = ("campaign", "number", "rules", "created_at", "created_by")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _csv_response(rows: list[list[str]], filename: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.write("\ufeff")  # so that Excel reads UTF-8
+    csv.writer(response).writerows(rows)
+    return response
+
+
+class PromoCodeBatchForm(forms.ModelForm):
+    max_uses = forms.IntegerField(
+        label=gettext_lazy("uses of each code"), initial=1, min_value=1, required=False
+    )
+    per_member_limit = forms.IntegerField(
+        label=gettext_lazy("uses per member"), initial=1, min_value=1, required=False
+    )
+    valid_from = forms.DateTimeField(label=gettext_lazy("valid from"), required=False)
+    valid_until = forms.DateTimeField(label=gettext_lazy("valid until"), required=False)
+
+    class Meta:
+        model = PromoCodeBatch
+        fields = ("campaign", "prefix", "count")
+
+
+@admin.register(PromoCodeBatch)
+class PromoCodeBatchAdmin(admin.ModelAdmin):
+    form = PromoCodeBatchForm
+    list_display = ("__str__", "campaign", "count", "created_at", "created_by", "export_link")
+    list_select_related = ("campaign", "created_by")
+    actions = ("export_csv",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("campaign", "prefix", "count") if obj else ()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(
+        self, request: HttpRequest, obj: PromoCodeBatch, form: Any, change: bool
+    ) -> None:
+        data = form.cleaned_data
+        batch = services.code_batch_generate(
+            campaign=data["campaign"],
+            count=data["count"],
+            prefix=data.get("prefix") or "",
+            max_uses=data.get("max_uses"),
+            per_member_limit=data.get("per_member_limit"),
+            valid_from=data.get("valid_from"),
+            valid_until=data.get("valid_until"),
+            by=request.user,
+        )
+        obj.pk = batch.pk
+        obj.created_at = batch.created_at
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:pk>/export/",
+                self.admin_site.admin_view(self.export_view),
+                name="campaigns_promocodebatch_export",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description=gettext_lazy("codes"))
+    def export_link(self, obj: PromoCodeBatch) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:campaigns_promocodebatch_export", args=[obj.pk]),
+            _("Download CSV"),
+        )
+
+    def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm("campaigns.export_promocodebatch"):
+            return HttpResponseRedirect(reverse("admin:index"))
+        batch = get_object_or_404(PromoCodeBatch, pk=pk)
+        rows = services.codes_csv_rows(PromoCode.objects.filter(batch=batch))
+        return _csv_response(rows, f"codes-{batch.pk}.csv")
+
+    @admin.action(description=gettext_lazy("Export codes as CSV"), permissions=["export"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[PromoCodeBatch]) -> HttpResponse:
+        rows = services.codes_csv_rows(PromoCode.objects.filter(batch__in=queryset))
+        return _csv_response(rows, "codes.csv")
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.export_promocodebatch")
+
+
+class PromoCodeForm(forms.ModelForm):
+    class Meta:
+        model = PromoCode
+        fields = (
+            "campaign",
+            "code",
+            "max_uses",
+            "per_member_limit",
+            "valid_from",
+            "valid_until",
+            "is_active",
+        )
+
+
+@admin.register(PromoCode)
+class PromoCodeAdmin(admin.ModelAdmin):
+    form = PromoCodeForm
+    list_display = ("code", "campaign", "batch", "max_uses", "uses", "valid_until", "is_active")
+    list_filter = ("is_active", "campaign")
+    list_select_related = ("campaign", "batch")
+    search_fields = ("code",)
+    actions = ("export_csv",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("campaign", "code", "uses", "batch") if obj else ()
+
+    def save_model(self, request: HttpRequest, obj: PromoCode, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)  # validity and limits only
+            return
+        data = form.cleaned_data
+        created = services.code_create(
+            campaign=data["campaign"],
+            code=data["code"],
+            max_uses=data.get("max_uses"),
+            per_member_limit=data.get("per_member_limit"),
+            valid_from=data.get("valid_from"),
+            valid_until=data.get("valid_until"),
+            by=request.user,
+        )
+        obj.pk = created.pk
+
+    @admin.action(description=gettext_lazy("Export codes as CSV"))
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[PromoCode]) -> HttpResponse:
+        return _csv_response(services.codes_csv_rows(queryset), "codes.csv")
+
+
+class SegmentSizeInline(admin.TabularInline):
+    model = SegmentSize
+    extra = 0
+    fields = ("computed_at", "size")
+    readonly_fields = fields
+    can_delete = False
+    max_num = 0
+    verbose_name_plural = gettext_lazy("size history")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SegmentSize]:
+        return super().get_queryset(request).order_by("-computed_at")
+
+
+class SegmentUploadForm(forms.Form):
+    file = forms.FileField(
+        label=gettext_lazy("CSV file"),
+        help_text=gettext_lazy(
+            "One member per row, in a column named phone, card_number or member_id "
+            "(телефон, номер карты)."
+        ),
+    )
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ("name", "program", "kind", "size", "computed_at")
+    list_filter = ("program", "kind")
+    list_select_related = ("program",)
+    search_fields = ("name",)
+    readonly_fields = ("size", "computed_at", "upload_link")
+    inlines = (SegmentSizeInline,)
+    actions = ("recalculate",)
+
+    @admin.display(description=gettext_lazy("static list"))
+    def upload_link(self, obj: Segment) -> str:
+        if obj.pk is None or obj.kind != Segment.Kind.STATIC:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:campaigns_segment_upload", args=[obj.pk]),
+            _("Upload members from CSV"),
+        )
+
+    @admin.action(description=gettext_lazy("Recalculate now"), permissions=["recalculate"])
+    def recalculate(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
+        for segment in queryset:
+            size = segment_jobs.segment_recalculate(segment=segment)
+            self.message_user(
+                request, _("%(name)s: %(size)d members.") % {"name": segment, "size": size}
+            )
+
+    def has_recalculate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.recalculate_segment")
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:pk>/upload/",
+                self.admin_site.admin_view(self.upload_view),
+                name="campaigns_segment_upload",
+            ),
+            *super().get_urls(),
+        ]
+
+    def upload_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        segment = get_object_or_404(Segment, pk=pk, kind=Segment.Kind.STATIC)
+        if not self.has_change_permission(request, segment):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = SegmentUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            raw = form.cleaned_data["file"].read().decode("utf-8-sig", errors="replace")
+            result = segment_jobs.segment_upload(segment=segment, text=raw, by=request.user)
+            self.message_user(
+                request,
+                _("%(found)d members in the segment; %(missing)d rows found nobody.")
+                % {"found": result.found, "missing": result.missing},
+            )
+            return HttpResponseRedirect(reverse("admin:campaigns_segment_change", args=[pk]))
+        return TemplateResponse(
+            request,
+            "campaigns/admin/segment_upload.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Upload members to %(name)s") % {"name": segment},
+                "form": form,
+                "segment": segment,
+                "opts": self.model._meta,
+            },
+        )
