@@ -282,6 +282,20 @@ CELERY_BEAT_SCHEDULE["analytics-clv-fit"] = {
     "task": "analytics.clv_fit",
     "schedule": _crontab(hour=2, minute=30),
 }
+# Cashier API (UTC): pending purchases left unconfirmed are cancelled after hold_minutes;
+# tiers follow the sliding window nightly; idempotency keys are pruned after 72 hours.
+CELERY_BEAT_SCHEDULE["pos-holds-expire"] = {
+    "task": "pos.holds_expire_task",
+    "schedule": _crontab(minute="*"),
+}
+CELERY_BEAT_SCHEDULE["pos-tiers-recalculate"] = {
+    "task": "pos.tiers_recalculate_task",
+    "schedule": _crontab(hour=0, minute=40),
+}
+CELERY_BEAT_SCHEDULE["pos-idempotency-keys-prune"] = {
+    "task": "pos.idempotency_keys_prune_task",
+    "schedule": _crontab(hour=4, minute=0),
+}
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -289,6 +303,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    # Every API error as {"code", "detail", "errors"?} (API.md), never an HTML page.
+    "EXCEPTION_HANDLER": "pos.errors.exception_handler",
 }
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "20/second")
 SPECTACULAR_SETTINGS = {
