@@ -91,6 +91,9 @@ class IdempotencyKey(models.Model):
             models.UniqueConstraint(fields=["terminal", "key"], name="pos_idempotencykey_unique"),
         ]
 
+    def __str__(self) -> str:
+        return self.key
+
 
 class Purchase(models.Model):
     class Status(models.TextChoices):
@@ -185,6 +188,9 @@ class Purchase(models.Model):
                 fields=["hold_expires_at"],
                 condition=Q(status="pending"),
                 name="pos_purchase_pending_hold",
+            ),
+            models.Index(
+                fields=["hold_id"], condition=Q(hold_id__isnull=False), name="pos_purchase_hold"
             ),
         ]
 
@@ -291,6 +297,9 @@ class RefundLine(models.Model):
         verbose_name = _("refund line")
         verbose_name_plural = _("refund lines")
         ordering = ["refund", "line_no"]
+
+    def __str__(self) -> str:
+        return f"{self.line_no}: {self.quantity}"
 
 
 class TierChange(models.Model):

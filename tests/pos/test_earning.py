@@ -179,7 +179,7 @@ def test_line_shares_add_up_and_never_exceed_the_cap(
         (x.amount for x in lines if x.category not in r.excluded_from_redemption_categories), D(0)
     )
     assert got.redeemed_amount <= redeemable * r.redeem_max_percent / 100
-    for line, res in zip(lines, got.lines):
+    for line, res in zip(lines, got.lines, strict=True):
         assert 0 <= res.redeemed_amount <= line.amount
         assert res.earned_points >= 0
 
@@ -207,7 +207,7 @@ def test_refunds_of_all_lines_in_any_order_and_split_give_back_exactly_what_the_
             earned_points=res.earned_points,
             redeemed_points=res.redeemed_points,
         )
-        for (_a, q), res in zip(lines, got.lines)
+        for (_a, q), res in zip(lines, got.lines, strict=True)
     ]
     left = list(originals)
     # Refund pieces in a random order until every line is empty.

@@ -1,0 +1,193 @@
+"""Reads of the cashier API: a member's state in one statement, purchases in scope.
+
+The hot path reads a member, their active card and their points account in a
+single SQL statement (optionally locking the points account, which is the
+ledger's lock order: the member account first).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from accounts.cards import clean_card_number
+from accounts.phones import InvalidPhone, normalize_phone
+from pos.auth import ProgramInfo
+from pos.models import Purchase
+
+
+@dataclass
+class MemberState:
+    id: uuid.UUID
+    first_name: str
+    phone: str | None
+    status: str
+    tier_id: int | None
+    qualifying_spend: Decimal
+    card_number: str | None
+    account_id: int | None
+    available: int
+    pending: int
+    on_hold: int
+
+    @property
+    def balance(self) -> dict[str, int]:
+        return {"available": self.available, "pending": self.pending, "on_hold": self.on_hold}
+
+
+_MEMBER_SQL = """
+SELECT m.id, m.first_name, m.phone, m.status, m.tier_id, m.qualifying_spend,
+       (SELECT c.number FROM accounts_card c
+         WHERE c.member_id = m.id AND c.status = 'active' LIMIT 1),
+       a.id, COALESCE(a.available, 0), COALESCE(a.pending, 0), COALESCE(a.on_hold, 0)
+  FROM accounts_member m
+  {join} ledger_account a ON a.member_id = m.id
+ WHERE m.program_id = %s AND m.status <> 'anonymised' AND {where}
+"""
+
+
+def member_state(
+    program: ProgramInfo,
+    *,
+    card: str | None = None,
+    phone: str | None = None,
+    member_id: Any = None,
+    lock: bool = False,
+) -> MemberState | None:
+    """The program's member by active card, phone (any local form) or id; None if unknown.
+
+    With `lock`, the member's points account row is locked (FOR UPDATE): the
+    caller holds the member for the rest of its transaction.
+    """
+    if card is not None:
+        number = clean_card_number(card)
+        if not number:
+            return None
+        where = (
+            "m.id = (SELECT c2.member_id FROM accounts_card c2"
+            " WHERE c2.number = %s AND c2.status = 'active')"
+        )
+        param: Any = number
+    elif phone is not None:
+        try:
+            param = normalize_phone(phone, program.default_region)
+        except InvalidPhone:
+            return None
+        where = "m.phone = %s"
+    else:
+        try:
+            param = member_id if isinstance(member_id, uuid.UUID) else uuid.UUID(str(member_id))
+        except ValueError:
+            return None
+        where = "m.id = %s"
+    # FOR UPDATE cannot lock the nullable side of an outer join: a member without
+    # a points account yet is not found here with `lock`, see pos.services._member_of.
+    sql = _MEMBER_SQL.format(where=where, join="JOIN" if lock else "LEFT JOIN")
+    if lock:
+        sql += " FOR UPDATE OF a"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [program.id, param])
+        row = cursor.fetchone()
+    return MemberState(*row) if row else None
+
+
+def next_expiry(account_id: int | None, tz: Any) -> dict[str, Any] | None:
+    """The points that expire first and their date (in the program's zone), or None."""
+    if account_id is None:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH first AS (
+              SELECT expires_at FROM ledger_lot
+               WHERE account_id = %s AND remaining > 0 AND expires_at IS NOT NULL
+               ORDER BY expires_at LIMIT 1)
+            SELECT (first.expires_at AT TIME ZONE %s)::date,
+                   (SELECT SUM(l.remaining) FROM ledger_lot l
+                     WHERE l.account_id = %s AND l.remaining > 0
+                       AND l.expires_at >= first.expires_at
+                       AND (l.expires_at AT TIME ZONE %s)::date
+                           = (first.expires_at AT TIME ZONE %s)::date
+                       AND l.expires_at < first.expires_at + interval '1 day')
+              FROM first
+            """,
+            [account_id, str(tz), account_id, str(tz), str(tz)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    day: datetime.date = row[0]
+    return {"points": int(row[1]), "date": day.isoformat()}
+
+
+def purchase_in_scope(*, terminal: Any, purchase_id: Any, lock: bool = False) -> Purchase:
+    """The purchase if it belongs to the terminal's store; Purchase.DoesNotExist otherwise."""
+    try:
+        pk = purchase_id if isinstance(purchase_id, uuid.UUID) else uuid.UUID(str(purchase_id))
+    except ValueError:
+        raise Purchase.DoesNotExist from None
+    qs = Purchase.objects.filter(pk=pk, store_id=terminal.store_id, program_id=terminal.program_id)
+    if lock:
+        qs = qs.select_for_update(of=("self",))
+    return qs.get()
+
+
+@dataclass
+class HistoryItem:
+    id: int
+    created_at: datetime.datetime
+    kind: str
+    points: int
+    description: str
+    receipt_number: str | None
+    expires_at: datetime.datetime | None
+
+
+_HISTORY_SQL = """
+SELECT t.id, t.created_at, t.kind,
+       (CASE WHEN t.credit_account_id IN (%(account)s, pa.id) THEN t.amount ELSE 0 END)
+     - (CASE WHEN t.debit_account_id IN (%(account)s, pa.id) THEN t.amount ELSE 0 END),
+       t.description, p.receipt_number, lot.expires_at
+  FROM ledger_transfer t
+  LEFT JOIN ledger_account pa
+    ON pa.program_id = %(program)s AND pa.member_id IS NULL AND pa.kind = 'pending'
+   AND pa.source = ''
+  LEFT JOIN pos_purchase p ON p.id = CASE WHEN t.purchase_ref ~ '^[0-9a-f-]{36}$'
+                                          THEN t.purchase_ref::uuid END
+  LEFT JOIN LATERAL (SELECT l.expires_at FROM ledger_lot l WHERE l.transfer_id = t.id
+                      ORDER BY l.id LIMIT 1) lot ON t.kind IN ('accrual', 'bonus', 'adjustment',
+                                                             'opening', 'refund_return')
+ WHERE t.account_id = %(account)s
+   AND (%(before_at)s::timestamptz IS NULL OR (t.created_at, t.id) < (%(before_at)s, %(before_id)s))
+ ORDER BY t.created_at DESC, t.id DESC
+ LIMIT %(limit)s
+"""
+
+
+def member_history(
+    *,
+    program_id: int,
+    account_id: int | None,
+    before: tuple[datetime.datetime, int] | None,
+    limit: int,
+) -> list[HistoryItem]:
+    """The member's transfers, newest first, from before the cursor position."""
+    if account_id is None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _HISTORY_SQL,
+            {
+                "account": account_id,
+                "program": program_id,
+                "before_at": before[0] if before else None,
+                "before_id": before[1] if before else 0,
+                "limit": limit,
+            },
+        )
+        return [HistoryItem(*row) for row in cursor.fetchall()]

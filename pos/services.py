@@ -1,0 +1,788 @@
+"""Cashier operations: terminals, quote, purchase (one or two phase), refund, tiers.
+
+Each operation is one function in one transaction. The API views open that
+transaction themselves (the Idempotency-Key is claimed in it first), so the
+services use `atomic(savepoint=False)`: nested in the view's transaction they
+add no SAVEPOINT round trips, and any error rolls the whole request back.
+
+Hot path of a purchase (a constant number of statements, whatever the
+member's history): lock the member's points account while reading the member
+(1), insert the purchase (1) and its lines (1), the ledger's debit and credit
+(a few), the member facts with F() (1), the next expiry (1).
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from loyalty_site import metrics
+from pos import errors, points
+from pos.auth import ProgramInfo, TerminalInfo, key_generate, key_hash, terminal_cache_clear
+from pos.models import Purchase, PurchaseLine, Refund, RefundLine, Terminal, TierChange
+from pos.selectors import MemberState, member_state, next_expiry
+from programs import earning
+from programs.models import Store
+
+# --- terminals ------------------------------------------------------------
+
+
+def terminal_create(*, store: Store, name: str) -> tuple[Terminal, str]:
+    """A new terminal of `store` and its key (shown once; only its hash is kept)."""
+    key = key_generate()
+    with transaction.atomic():
+        terminal = Terminal.objects.create(
+            program_id=store.program_id,
+            store=store,
+            name=name.strip() or store.name,
+            key_hash=key_hash(key),
+            key_prefix=key[:8],
+        )
+    return terminal, key
+
+
+def terminal_rotate(*, terminal: Terminal) -> str:
+    """Give the terminal a new key; the old one stops working at once."""
+    key = key_generate()
+    with transaction.atomic():
+        Terminal.objects.filter(pk=terminal.pk).update(
+            key_hash=key_hash(key), key_prefix=key[:8], key_rotated_at=timezone.now()
+        )
+    terminal.key_hash, terminal.key_prefix = key_hash(key), key[:8]
+    terminal_cache_clear()
+    return key
+
+
+def terminal_block(*, terminal: Terminal, blocked: bool = True) -> None:
+    with transaction.atomic():
+        Terminal.objects.filter(pk=terminal.pk).update(is_blocked=blocked)
+    terminal.is_blocked = blocked
+    terminal_cache_clear()
+
+
+# --- the receipt ------------------------------------------------------------
+
+
+@dataclass
+class ReceiptInput:
+    """A validated PurchaseInput (what the serializer gives), lines as dicts."""
+
+    lines: list[dict[str, Any]]
+    member: dict[str, Any] | None = None
+    redeem: int | str = 0
+    coupons: list[str] = field(default_factory=list)
+    receipt_number: str = ""
+    commit: bool = True
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> ReceiptInput:
+        lines = []
+        for line in data["lines"]:
+            amount = line.get("amount")
+            if amount is None:
+                amount = earning.line_amount(line["quantity"], line["price"])
+            lines.append({**line, "amount": amount})
+        return cls(
+            lines=lines,
+            member=data.get("member") or None,
+            redeem=data.get("redeem_points", 0),
+            coupons=list(data.get("coupons") or []),
+            receipt_number=data.get("receipt_number") or "",
+            commit=data.get("commit", True),
+        )
+
+
+# A campaign evaluation step factory: (program, member, terminal, receipt) -> step or None.
+# campaigns plugs its engine in here; until then coupons are refused.
+CampaignStepFactory = Callable[
+    [ProgramInfo, MemberState | None, TerminalInfo, ReceiptInput], earning.CampaignStep | None
+]
+
+
+def _no_campaigns(
+    program: ProgramInfo, member: MemberState | None, terminal: TerminalInfo, data: ReceiptInput
+) -> earning.CampaignStep | None:
+    if data.coupons:
+        raise errors.CouponInvalid(
+            _("Coupon %(code)s is not known.") % {"code": data.coupons[0]},
+            coupon=data.coupons[0],
+            reason="unknown",
+        )
+    return None
+
+
+campaign_step_factory: CampaignStepFactory = _no_campaigns
+
+
+def rules_for(program: ProgramInfo, member: MemberState | None) -> earning.Rules:
+    tier = program.tiers_by_id.get(member.tier_id) if member and member.tier_id else None
+    return earning.Rules(
+        point_value=program.point_value,
+        base_percent=program.accrual_percent,
+        rate_percent=tier.accrual_percent if tier else program.accrual_percent,
+        redeem_max_percent=program.redeem_max_percent,
+        redeem_min_balance=program.redeem_min_balance,
+        accrue_on_redeemed_part=program.accrue_on_redeemed_part,
+        excluded_from_accrual_categories=program.excluded_from_accrual_categories,
+        excluded_from_accrual_skus=program.excluded_from_accrual_skus,
+        excluded_from_redemption_categories=program.excluded_from_redemption_categories,
+        excluded_from_redemption_skus=program.excluded_from_redemption_skus,
+    )
+
+
+def _member_lock(program: ProgramInfo, **found: Any) -> MemberState | None:
+    """Find the member and lock their points account (created on their first points)."""
+    member = member_state(program, lock=True, **found)
+    if member is None:
+        # Maybe a member without a points account yet: create it, then lock as usual.
+        unlocked = member_state(program, **found)
+        if unlocked is not None:
+            points.account_ensure(member_id=unlocked.id, program_id=program.id)
+            member = member_state(program, lock=True, member_id=unlocked.id)
+    return member
+
+
+def _member_of(
+    terminal: TerminalInfo, ref: dict[str, Any] | None, *, lock: bool
+) -> MemberState | None:
+    if not ref:
+        return None
+    found = {"card": ref.get("card"), "phone": ref.get("phone"), "member_id": ref.get("id")}
+    if lock:
+        member = _member_lock(terminal.program, **found)
+    else:
+        member = member_state(terminal.program, **found)
+    if member is None:
+        raise errors.MemberNotFound()
+    if member.status != "active":
+        raise errors.MemberBlocked()
+    return member
+
+
+def _compute(
+    terminal: TerminalInfo, member: MemberState | None, data: ReceiptInput
+) -> earning.Receipt:
+    program = terminal.program
+    step = campaign_step_factory(program, member, terminal, data)
+    lines = [earning.Line(x["sku"], x["category"], x["amount"]) for x in data.lines]
+    if sum((x.amount for x in lines), Decimal(0)) >= Decimal(10**12):
+        raise errors.InvalidInput({"lines": [_("The receipt total is too large.")]})
+    try:
+        return earning.receipt_compute(
+            rules_for(program, member),
+            lines,
+            available=member.available if member else None,
+            redeem=data.redeem,
+            earns=member is not None,
+            campaigns=step,
+        )
+    except earning.RedeemLimitExceeded as exc:
+        raise errors.RedeemLimitExceeded(
+            _("At most %(n)s points can be redeemed on this receipt.") % {"n": exc.max_allowed},
+            max_allowed=exc.max_allowed,
+        ) from None
+
+
+@dataclass
+class Outcome:
+    """What a quote or a purchase did, for the presenters."""
+
+    receipt: earning.Receipt
+    member: MemberState | None
+    expiry: dict[str, Any] | None
+    lines: list[dict[str, Any]]  # the input lines (sku, quantity, ...)
+    purchase: Purchase | None = None
+    refunds: list[Refund] = field(default_factory=list)
+
+
+def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
+    """What this receipt would redeem and earn; changes nothing."""
+    member = _member_of(terminal, data.member, lock=False)
+    receipt = _compute(terminal, member, data)
+    expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
+    return Outcome(receipt=receipt, member=member, expiry=expiry, lines=data.lines)
+
+
+def purchase_create(
+    *, terminal: TerminalInfo, data: ReceiptInput, now: datetime.datetime | None = None
+) -> Outcome:
+    """Take a purchase: `commit` redeems and earns now, otherwise the points are held.
+
+    Raises MemberNotFound, MemberBlocked, RedeemLimitExceeded, CouponInvalid,
+    DuplicateReceipt; a lock timeout on the member propagates.
+    """
+    program = terminal.program
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        member = _member_of(terminal, data.member, lock=True)
+        receipt = _compute(terminal, member, data)
+        status = Purchase.Status.COMPLETED if data.commit else Purchase.Status.PENDING
+        purchase = Purchase(
+            id=uuid.uuid4(),
+            program_id=program.id,
+            store_id=terminal.store_id,
+            terminal_id=terminal.id,
+            member_id=member.id if member else None,
+            receipt_number=data.receipt_number,
+            status=status,
+            total=receipt.total,
+            payable=receipt.payable,
+            redeemed_amount=receipt.redeemed_amount,
+            redeem_requested=receipt.redeem_requested,
+            redeemed_points=receipt.redeem_applied,
+            max_allowed=receipt.max_allowed,
+            earned_points=receipt.earned_points,
+            tier_id=member.tier_id if member else None,
+            earn_breakdown=[
+                {"source": p.source, "campaign_id": p.campaign_id, "points": p.points}
+                for p in receipt.breakdown
+            ],
+            campaigns=receipt.campaigns,
+            messages=receipt.messages,
+            purchased_at=now,
+            created_at=now,
+            completed_at=now if data.commit else None,
+            hold_expires_at=None
+            if data.commit
+            else now + datetime.timedelta(minutes=program.hold_minutes),
+        )
+        try:
+            purchase.save(force_insert=True)
+        except IntegrityError as exc:
+            if "pos_purchase_unique_receipt" in str(exc):
+                raise errors.DuplicateReceipt() from None
+            raise
+        line_rows = [
+            PurchaseLine(
+                purchase_id=purchase.id,
+                line_no=i,
+                sku=x["sku"],
+                name=x["name"],
+                category=x["category"],
+                quantity=x["quantity"],
+                price=x.get("price"),
+                amount=r.amount,
+                redeemed_amount=r.redeemed_amount,
+                redeemed_points=r.redeemed_points,
+                earned_points=r.earned_points,
+            )
+            for i, (x, r) in enumerate(zip(data.lines, receipt.lines, strict=True), start=1)
+        ]
+        PurchaseLine.objects.bulk_create(line_rows)
+        if member is not None:
+            if data.commit:
+                points.purchase_settle(
+                    program=program, member=member, purchase=purchase, receipt=receipt, now=now
+                )
+                _member_facts_add(program=program, member=member, purchase=purchase)
+            elif receipt.redeem_applied:
+                purchase.hold_id = points.purchase_hold(
+                    program=program, member=member, purchase=purchase, receipt=receipt, now=now
+                )
+                Purchase.objects.filter(pk=purchase.pk).update(hold_id=purchase.hold_id)
+            expiry = next_expiry(member.account_id, program.time_zone)
+        else:
+            expiry = None
+        purchase.lines_cached = line_rows  # type: ignore[attr-defined]
+    metrics.purchase_recorded(status)
+    return Outcome(
+        receipt=receipt,
+        member=member,
+        expiry=expiry,
+        lines=data.lines,
+        purchase=purchase,
+    )
+
+
+def _member_facts_add(*, program: ProgramInfo, member: MemberState, purchase: Purchase) -> None:
+    """Count the purchase in the member's facts; upgrade the tier it reaches (F(), no re-read)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE accounts_member SET purchase_count = purchase_count + 1,"
+            " first_purchase_at = COALESCE(first_purchase_at, %s),"
+            " last_purchase_at = GREATEST(COALESCE(last_purchase_at, %s), %s),"
+            " qualifying_spend = qualifying_spend + %s, updated_at = now()"
+            " WHERE id = %s RETURNING qualifying_spend, tier_id",
+            [
+                purchase.purchased_at,
+                purchase.purchased_at,
+                purchase.purchased_at,
+                purchase.total,
+                member.id,
+            ],
+        )
+        spend, tier_id = cursor.fetchone()
+    member.qualifying_spend = spend
+    _tier_upgrade(
+        program=program,
+        member=member,
+        tier_id=tier_id,
+        spend=spend,
+        reason=TierChange.Reason.PURCHASE,
+        purchase=purchase,
+    )
+
+
+def _tier_upgrade(
+    *,
+    program: ProgramInfo,
+    member: MemberState,
+    tier_id: int | None,
+    spend: Decimal,
+    reason: str,
+    purchase: Purchase | None = None,
+) -> None:
+    target = program.tier_for_spend(spend)
+    current = program.tiers_by_id.get(tier_id) if tier_id else None
+    if target is None or (current is not None and current.threshold >= target.threshold):
+        return
+    from accounts.models import Member
+
+    Member.objects.filter(pk=member.id).update(tier_id=target.id)
+    TierChange.objects.create(
+        member_id=member.id,
+        from_tier_id=tier_id,
+        to_tier_id=target.id,
+        qualifying_spend=spend,
+        reason=reason,
+        purchase=purchase,
+    )
+    member.tier_id = target.id
+
+
+def _pending_purchase(terminal: TerminalInfo, purchase_id: Any) -> Purchase:
+    try:
+        from pos.selectors import purchase_in_scope
+
+        return purchase_in_scope(terminal=terminal, purchase_id=purchase_id, lock=True)
+    except Purchase.DoesNotExist:
+        raise errors.NotFound() from None
+
+
+def _member_locked(program: ProgramInfo, member_id: Any) -> MemberState:
+    member = _member_lock(program, member_id=member_id)
+    if member is None:  # anonymised meanwhile: its points are gone with it
+        raise errors.NotFound()
+    return member
+
+
+def purchase_confirm(
+    *, terminal: TerminalInfo, purchase_id: Any, now: datetime.datetime | None = None
+) -> Outcome:
+    """Pending → completed: the held points are redeemed and the earned ones credited."""
+    program = terminal.program
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        purchase = _pending_purchase(terminal, purchase_id)
+        if purchase.status != Purchase.Status.PENDING:
+            raise errors.PurchaseNotPending(
+                _("The purchase is %(status)s, not pending.") % {"status": purchase.status}
+            )
+        if purchase.hold_expires_at and purchase.hold_expires_at <= now:
+            raise errors.PurchaseNotPending(_("The hold expired; send the purchase again."))
+        member = _member_locked(program, purchase.member_id) if purchase.member_id else None
+        lines = list(PurchaseLine.objects.filter(purchase=purchase).order_by("line_no"))
+        if member is not None:
+            points.purchase_confirm(program=program, member=member, purchase=purchase, now=now)
+            _member_facts_add(program=program, member=member, purchase=purchase)
+        Purchase.objects.filter(pk=purchase.pk).update(
+            status=Purchase.Status.COMPLETED, completed_at=now
+        )
+        purchase.status, purchase.completed_at = Purchase.Status.COMPLETED, now
+        expiry = next_expiry(member.account_id, program.time_zone) if member else None
+    metrics.purchase_recorded(Purchase.Status.COMPLETED)
+    return _outcome_of(purchase, lines, member, expiry)
+
+
+def purchase_cancel(
+    *, terminal: TerminalInfo | None, purchase_id: Any, now: datetime.datetime | None = None
+) -> Outcome:
+    """Pending → cancelled: the hold is released. `terminal` None: the expiry job."""
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        if terminal is not None:
+            purchase = _pending_purchase(terminal, purchase_id)
+        else:
+            purchase = Purchase.objects.select_for_update().get(pk=purchase_id)
+        if purchase.status != Purchase.Status.PENDING:
+            raise errors.PurchaseNotPending(
+                _("The purchase is %(status)s, not pending.") % {"status": purchase.status}
+            )
+        from pos.auth import program_info
+
+        program = terminal.program if terminal else program_info(purchase.program_id)
+        member = _member_locked(program, purchase.member_id) if purchase.member_id else None
+        if member is not None and purchase.hold_id:
+            points.purchase_release(program=program, member=member, purchase=purchase, now=now)
+        Purchase.objects.filter(pk=purchase.pk).update(
+            status=Purchase.Status.CANCELLED, cancelled_at=now
+        )
+        purchase.status, purchase.cancelled_at = Purchase.Status.CANCELLED, now
+        lines = list(PurchaseLine.objects.filter(purchase=purchase).order_by("line_no"))
+        expiry = next_expiry(member.account_id, program.time_zone) if member else None
+    metrics.purchase_recorded(Purchase.Status.CANCELLED)
+    return _outcome_of(purchase, lines, member, expiry)
+
+
+def holds_expire(*, now: datetime.datetime | None = None, limit: int = 500) -> int:
+    """Cancel pending purchases whose hold time has passed; safe to run twice or in parallel."""
+    now = now or timezone.now()
+    done = 0
+    ids = list(
+        Purchase.objects.filter(status=Purchase.Status.PENDING, hold_expires_at__lte=now)
+        .order_by("hold_expires_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    for purchase_id in ids:
+        try:
+            with transaction.atomic():
+                purchase_cancel(terminal=None, purchase_id=purchase_id, now=now)
+            done += 1
+        except errors.PurchaseNotPending:
+            continue  # confirmed or cancelled meanwhile
+    return done
+
+
+def _outcome_of(
+    purchase: Purchase,
+    lines: Sequence[PurchaseLine],
+    member: MemberState | None,
+    expiry: dict[str, Any] | None,
+    refunds: list[Refund] | None = None,
+) -> Outcome:
+    """An Outcome rebuilt from the stored purchase: its per-line shares are never recomputed."""
+    from programs.earning import EarnPart, LineResult, Receipt
+
+    receipt = Receipt(
+        total=purchase.total,
+        payable=purchase.payable,
+        redeem_requested=purchase.redeem_requested,
+        redeem_applied=purchase.redeemed_points,
+        max_allowed=purchase.max_allowed,
+        redeemed_amount=purchase.redeemed_amount,
+        earned_points=purchase.earned_points,
+        breakdown=[EarnPart(**p) for p in purchase.earn_breakdown],
+        lines=[
+            LineResult(
+                amount=x.amount,
+                redeemed_amount=x.redeemed_amount,
+                redeemed_points=x.redeemed_points,
+                earned_points=x.earned_points,
+            )
+            for x in lines
+        ],
+        campaigns=purchase.campaigns,
+        messages=purchase.messages,
+    )
+    purchase.lines_cached = list(lines)  # type: ignore[attr-defined]
+    return Outcome(
+        receipt=receipt,
+        member=member,
+        expiry=expiry,
+        lines=[{"sku": x.sku} for x in lines],
+        purchase=purchase,
+        refunds=refunds or [],
+    )
+
+
+def purchase_get(*, terminal: TerminalInfo, purchase_id: Any) -> Outcome:
+    from pos.selectors import purchase_in_scope
+
+    try:
+        purchase = purchase_in_scope(terminal=terminal, purchase_id=purchase_id)
+    except Purchase.DoesNotExist:
+        raise errors.NotFound() from None
+    lines = list(PurchaseLine.objects.filter(purchase=purchase).order_by("line_no"))
+    refunds = list(
+        Refund.objects.filter(purchase=purchase).prefetch_related("lines").order_by("created_at")
+    )
+    member = (
+        member_state(terminal.program, member_id=purchase.member_id) if purchase.member_id else None
+    )
+    expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
+    return _outcome_of(purchase, lines, member, expiry, refunds)
+
+
+# --- refunds ------------------------------------------------------------------
+
+
+@dataclass
+class RefundOutcome:
+    refund: Refund
+    lines: list[RefundLine]
+    member: MemberState | None
+
+
+def refund_create(
+    *,
+    terminal: TerminalInfo,
+    purchase_id: Any,
+    refund_number: str,
+    lines: list[dict[str, Any]] | None,
+    now: datetime.datetime | None = None,
+) -> RefundOutcome:
+    """Refund some lines (by quantity) or, without `lines`, all that is left of a purchase.
+
+    Earned points are taken back (pending ones of the purchase first, then
+    available ones) as far as the balance allows; the rest is the shortfall,
+    kept back from the cash. Redeemed points go back to their lots.
+    """
+    program = terminal.program
+    now = now or timezone.now()
+    with transaction.atomic(savepoint=False):
+        purchase = _pending_purchase(terminal, purchase_id)
+        if purchase.status != Purchase.Status.COMPLETED:
+            raise errors.PurchaseNotCompleted()
+        stored = {x.line_no: x for x in PurchaseLine.objects.filter(purchase=purchase)}
+        wanted = _refund_quantities(stored, lines)
+        parts: list[tuple[PurchaseLine, earning.LineRefund]] = []
+        for line_no, quantity in wanted:
+            line = stored[line_no]
+            left = _line_left(line)
+            if quantity > left.quantity:
+                raise errors.RefundExceedsPurchase(
+                    _("Line %(n)s has %(q)s left to refund.") % {"n": line_no, "q": left.quantity},
+                    line_no=line_no,
+                    quantity_left=str(left.quantity),
+                )
+            part = earning.line_refund(
+                line_quantity=line.quantity,
+                original=earning.LineLeft(
+                    quantity=line.quantity,
+                    amount=line.amount,
+                    redeemed_amount=line.redeemed_amount,
+                    earned_points=line.earned_points,
+                    redeemed_points=line.redeemed_points,
+                ),
+                left=left,
+                quantity=quantity,
+            )
+            parts.append((line, part))
+        member = _member_locked(program, purchase.member_id) if purchase.member_id else None
+        earned_back = sum(p.earned_points for _l, p in parts)
+        consumed_before = sum(x.refunded_earned_points for x in stored.values())
+        returned = sum(p.redeemed_points for _l, p in parts)
+        refund = Refund(
+            id=uuid.uuid4(),
+            purchase=purchase,
+            terminal_id=terminal.id,
+            refund_number=refund_number,
+            created_at=now,
+        )
+        try:
+            with transaction.atomic():
+                refund.save(force_insert=True)
+        except IntegrityError as exc:
+            if "pos_refund_unique_number" in str(exc):
+                raise errors.DuplicateRefund() from None
+            raise
+        taken = 0
+        if member is not None:
+            taken = points.refund_settle(
+                program=program,
+                member=member,
+                purchase=purchase,
+                refund=refund,
+                earned_back=earned_back,
+                consumed_before=consumed_before,
+                returned=returned,
+                now=now,
+            )
+        shortfall = earned_back - taken
+        refund_lines = _refund_lines_build(refund, parts, taken)
+        RefundLine.objects.bulk_create(refund_lines)
+        amount = sum((p.amount for _l, p in parts), Decimal(0))
+        redeemed_amount = sum((p.redeemed_amount for _l, p in parts), Decimal(0))
+        shortfall_amount = (Decimal(shortfall) * program.point_value).quantize(Decimal("0.01"))
+        refund.amount = amount
+        refund.redeemed_amount = redeemed_amount
+        refund.points_reversed = taken
+        refund.points_returned = returned
+        refund.shortfall_points = shortfall
+        refund.shortfall_amount = shortfall_amount
+        refund.cash_refund = max(Decimal("0.00"), amount - redeemed_amount - shortfall_amount)
+        refund.save(
+            update_fields=[
+                "amount",
+                "redeemed_amount",
+                "points_reversed",
+                "points_returned",
+                "shortfall_points",
+                "shortfall_amount",
+                "cash_refund",
+            ]
+        )
+        _lines_refunded(parts)
+        Purchase.objects.filter(pk=purchase.pk).update(
+            refunded_amount=purchase.refunded_amount + amount
+        )
+        if member is not None and amount:
+            _member_spend_lower(program=program, member=member, purchase=purchase, amount=amount)
+    return RefundOutcome(refund=refund, lines=refund_lines, member=member)
+
+
+def _refund_quantities(
+    stored: dict[int, PurchaseLine], lines: list[dict[str, Any]] | None
+) -> list[tuple[int, Decimal]]:
+    if lines is None:
+        wanted = [
+            (no, x.quantity - x.refunded_quantity)
+            for no, x in sorted(stored.items())
+            if x.quantity > x.refunded_quantity
+        ]
+        if not wanted:
+            raise errors.RefundExceedsPurchase(_("Everything of this purchase is refunded."))
+        return wanted
+    merged: dict[int, Decimal] = {}
+    for item in lines:
+        if item["line_no"] not in stored:
+            raise errors.InvalidInput(
+                {"lines": [_("The purchase has no line %(n)s.") % {"n": item["line_no"]}]}
+            )
+        merged[item["line_no"]] = merged.get(item["line_no"], Decimal(0)) + item["quantity"]
+    return sorted(merged.items())
+
+
+def _line_left(line: PurchaseLine) -> earning.LineLeft:
+    return earning.LineLeft(
+        quantity=line.quantity - line.refunded_quantity,
+        amount=line.amount - line.refunded_amount,
+        redeemed_amount=line.redeemed_amount - line.refunded_redeemed_amount,
+        earned_points=line.earned_points - line.refunded_earned_points,
+        redeemed_points=line.redeemed_points - line.refunded_redeemed_points,
+    )
+
+
+def _refund_lines_build(
+    refund: Refund, parts: list[tuple[PurchaseLine, earning.LineRefund]], taken: int
+) -> list[RefundLine]:
+    """Refund lines; the points actually taken back are attributed to lines in order."""
+    rows = []
+    left = taken
+    for line, part in parts:
+        reversed_here = min(left, part.earned_points)
+        left -= reversed_here
+        rows.append(
+            RefundLine(
+                refund=refund,
+                purchase_line=line,
+                line_no=line.line_no,
+                quantity=part.quantity,
+                amount=part.amount,
+                redeemed_amount=part.redeemed_amount,
+                points_reversed=reversed_here,
+                points_returned=part.redeemed_points,
+                shortfall_points=part.earned_points - reversed_here,
+            )
+        )
+    return rows
+
+
+def _lines_refunded(parts: list[tuple[PurchaseLine, earning.LineRefund]]) -> None:
+    from django.db.models import F
+
+    for line, part in parts:
+        PurchaseLine.objects.filter(pk=line.pk).update(
+            refunded_quantity=F("refunded_quantity") + part.quantity,
+            refunded_amount=F("refunded_amount") + part.amount,
+            refunded_redeemed_amount=F("refunded_redeemed_amount") + part.redeemed_amount,
+            refunded_earned_points=F("refunded_earned_points") + part.earned_points,
+            refunded_redeemed_points=F("refunded_redeemed_points") + part.redeemed_points,
+        )
+
+
+def _member_spend_lower(
+    *, program: ProgramInfo, member: MemberState, purchase: Purchase, amount: Decimal
+) -> None:
+    """A refund lowers qualifying spend, if its purchase still counts in the tier window."""
+    if program.tier_window_days:
+        cutoff = timezone.now() - datetime.timedelta(days=program.tier_window_days)
+        if purchase.purchased_at < cutoff:
+            return
+    from django.db.models import F
+
+    from accounts.models import Member
+
+    Member.objects.filter(pk=member.id).update(qualifying_spend=F("qualifying_spend") - amount)
+
+
+# --- tiers: the nightly job ---------------------------------------------------------
+
+
+def tiers_recalculate(*, program_id: int, now: datetime.datetime | None = None) -> int:
+    """Recompute qualifying spend over the tier window and move tiers to match it.
+
+    Set-based: one statement recomputes the spend of members whose stored spend
+    differs from their purchases in the window; a second finds members whose
+    tier differs from the one their spend reaches; the changes are recorded.
+    Safe to run twice. Returns the number of tier changes.
+    """
+    from accounts.models import Member
+    from pos.auth import program_info
+
+    now = now or timezone.now()
+    program = program_info(program_id, now=float("-inf"))  # always fresh
+    cutoff = (
+        now - datetime.timedelta(days=program.tier_window_days)
+        if program.tier_window_days
+        else datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE accounts_member m SET qualifying_spend = COALESCE(s.spend, 0)
+                  FROM accounts_member m2
+                  LEFT JOIN (
+                    SELECT member_id, SUM(total - refunded_amount) AS spend
+                      FROM pos_purchase
+                     WHERE program_id = %s AND status = 'completed' AND purchased_at >= %s
+                       AND member_id IS NOT NULL
+                     GROUP BY member_id) s ON s.member_id = m2.id
+                 WHERE m.id = m2.id AND m2.program_id = %s AND m2.status <> 'anonymised'
+                   AND m.qualifying_spend IS DISTINCT FROM COALESCE(s.spend, 0)
+                """,
+                [program.id, cutoff, program.id],
+            )
+        if not program.tiers:
+            return 0
+        changes = 0
+        tiers = list(program.tiers)
+        for i, tier in enumerate(tiers):
+            upper = tiers[i + 1].threshold if i + 1 < len(tiers) else None
+            qs = (
+                Member.objects.filter(program_id=program.id, qualifying_spend__gte=tier.threshold)
+                .exclude(status=Member.Status.ANONYMISED)
+                .exclude(tier_id=tier.id)
+            )
+            if upper is not None:
+                qs = qs.filter(qualifying_spend__lt=upper)
+            moved = list(
+                qs.select_for_update(skip_locked=True).values_list(
+                    "id", "tier_id", "qualifying_spend"
+                )
+            )
+            if not moved:
+                continue
+            Member.objects.filter(pk__in=[m[0] for m in moved]).update(tier_id=tier.id)
+            TierChange.objects.bulk_create(
+                TierChange(
+                    member_id=member_id,
+                    from_tier_id=old,
+                    to_tier_id=tier.id,
+                    qualifying_spend=spend,
+                    reason=TierChange.Reason.WINDOW,
+                    created_at=now,
+                )
+                for member_id, old, spend in moved
+            )
+            changes += len(moved)
+    return changes
