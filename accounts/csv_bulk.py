@@ -1,0 +1,730 @@
+"""Member CSV import and export, set-based: the one write path of every member file.
+
+An import runs in the caller's transaction, in four steps:
+
+1. `stage`: rows are checked one by one by `accounts.csv_format.RowParser`
+   and streamed with PostgreSQL COPY into a temporary staging table, so
+   memory does not grow with the file;
+2. `plan`: one SQL statement matches every row to a member (by phone, then
+   by active card), finds duplicates inside the file and card conflicts, and
+   decides per row: create, update, unchanged or refused (with the reasons);
+3. `apply` (not in a dry run): members, cards and consent entries are
+   inserted and updated with a handful of set-based statements;
+4. `write_refused`: the refused rows, as they were in the file, with a
+   `reason` column, so they can be fixed and imported again.
+
+The admin import (accounts.resources), the `members_import` command and the
+Celery task (accounts.tasks) all run exactly this, so the same file gives the
+same outcome whatever the door. Running the same file twice changes nothing
+the second time: a row only writes what differs from the member as stored,
+and a consent entry (channel `import`) only when it changes the member's
+current consent.
+
+The SQL writes what `accounts.services.member_enroll` writes (a member with
+the lowest tier, an active card, consent entries dated at registration);
+per-row service calls would take an hour for a million rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.cards import card_number_candidate
+from accounts.csv_format import (
+    ColumnMap,
+    RowParser,
+    cell_text,
+    escape_formula,
+    export_headers,
+    open_binary,
+)
+from accounts.models import Card, Channel, Consent, Member
+from programs.models import Program
+
+# done rows, total rows (None: unknown), phase ("reading", "checking", "writing", "done")
+Progress = Callable[[int, int | None, str], None]
+
+ROWS_TABLE = "member_import_rows"
+PLAN_TABLE = "member_import_plan"
+STAGING_COLUMNS = (
+    "line",
+    "raw",
+    "errors",
+    "phone",
+    "card_number",
+    "new_card_number",
+    "first_name",
+    "last_name",
+    "email",
+    "birth_date",
+    "store",
+    "registered_at",
+    "c_personal_data",
+    "c_marketing_sms",
+    "c_marketing_email",
+)
+# Changes that touch the member row itself (the rest are a card or consents).
+MEMBER_CHANGES = (
+    "phone",
+    "first_name",
+    "last_name",
+    "email",
+    "birth_date",
+    "store",
+    "registered_at",
+)
+PROGRESS_EVERY = 10_000
+
+CREATE = "create"
+UPDATE = "update"
+UNCHANGED = "unchanged"
+REFUSED = "refused"
+
+
+@dataclass
+class ImportSummary:
+    """What an import did (or, in a dry run, would do)."""
+
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    refused: int = 0
+    dry_run: bool = False
+    ignored_columns: list[str] = field(default_factory=list)
+    digest: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "refused": self.refused,
+            "dry_run": self.dry_run,
+            "ignored_columns": self.ignored_columns,
+        }
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    line: int
+    action: str
+    reason: str
+    changes: tuple[str, ...]
+    member_id: uuid.UUID | None
+
+
+def _quiet(done: int, total: int | None, phase: str) -> None:
+    """The default progress callback: report nothing."""
+
+
+class MemberImport:
+    """One import of member rows into one program; use inside `transaction.atomic()`."""
+
+    def __init__(
+        self,
+        *,
+        program: Program,
+        by: Any = None,
+        progress: Progress | None = None,
+        total: int | None = None,
+    ) -> None:
+        self.program = program
+        self.by_id = getattr(by, "pk", None)
+        self.progress = progress or _quiet
+        self.total = total
+        self.header: list[str] = []
+        self.columns: ColumnMap | None = None
+        self.staged = 0
+        self.planned = False
+
+    # -- 1. stage ----------------------------------------------------------
+    def stage(self, header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> None:
+        """Check each row and COPY it into the staging table. Raises FileFormatError."""
+        self.header = [cell_text(h) for h in header]
+        self.columns = ColumnMap.from_header(self.header)
+        parser = RowParser(
+            self.columns, region=self.program.default_region, time_zone=self.program.time_zone
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {PLAN_TABLE}; DROP TABLE IF EXISTS {ROWS_TABLE}")
+            cursor.execute(
+                f"""
+                CREATE TEMP TABLE {ROWS_TABLE} (
+                    line integer PRIMARY KEY,
+                    raw text[] NOT NULL,
+                    errors text,
+                    phone text,
+                    card_number text,
+                    new_card_number text,
+                    first_name text,
+                    last_name text,
+                    email text,
+                    birth_date date,
+                    store text,
+                    registered_at timestamptz,
+                    c_personal_data boolean,
+                    c_marketing_sms boolean,
+                    c_marketing_email boolean,
+                    new_id uuid NOT NULL DEFAULT gen_random_uuid()
+                ) ON COMMIT DROP
+                """
+            )
+            done = 0
+            statement = f"COPY {ROWS_TABLE} ({', '.join(STAGING_COLUMNS)}) FROM STDIN"
+            with cursor.copy(statement) as copy:
+                # Line 1 is the header: row numbers are those a spreadsheet shows.
+                for line, cells in enumerate(rows, start=2):
+                    if not any(cell_text(c).strip() for c in cells):
+                        continue  # blank lines carry no member
+                    copy.write_row(parser.parse(cells, line).staging_tuple())
+                    done += 1
+                    if done % PROGRESS_EVERY == 0:
+                        self.progress(done, self.total, "reading")
+            cursor.execute(f"ANALYZE {ROWS_TABLE}")
+        self.staged = done
+        self.progress(done, self.total or done, "reading")
+
+    # -- 2. plan -----------------------------------------------------------
+    def plan(self, *, digest: bool = False) -> ImportSummary:
+        """Decide every row's outcome with one set-based statement; writes nothing."""
+        self.progress(self.staged, self.total or self.staged, "checking")
+        program_id = self.program.pk
+        params = {
+            "program": program_id,
+            "msg_store": _("There is no store with the code %s in this program."),
+            "msg_dup_phone": _("The same phone is also in row %s of the file."),
+            "msg_dup_card": _("The same card number is also in row %s of the file."),
+            "msg_card_program": _("Card %s belongs to a member of another program."),
+            "msg_card_member": _("Card %s belongs to another member."),
+            "msg_card_blocked": _(
+                "Card %s is blocked (it was replaced): give the member's current card "
+                "or leave the cell empty."
+            ),
+            "msg_other_card": _(
+                "The member already has card %s: replace the card on the member's page."
+            ),
+            "msg_same_member": _(
+                "Row %s of the file is the same member (found by phone or card number)."
+            ),
+        }
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            cursor.execute(
+                f"""
+                CREATE TEMP TABLE {PLAN_TABLE} ON COMMIT DROP AS
+                WITH dup_phone AS (
+                    SELECT phone, array_agg(line ORDER BY line) AS lines
+                    FROM {ROWS_TABLE} WHERE phone IS NOT NULL
+                    GROUP BY phone HAVING count(*) > 1
+                ),
+                dup_card AS (
+                    SELECT card_number, array_agg(line ORDER BY line) AS lines
+                    FROM {ROWS_TABLE} WHERE card_number IS NOT NULL
+                    GROUP BY card_number HAVING count(*) > 1
+                ),
+                matched AS MATERIALIZED (
+                    SELECT r.line, r.errors, r.phone, r.card_number, r.new_card_number,
+                           r.first_name, r.last_name, r.email, r.birth_date, r.store,
+                           r.registered_at, r.c_personal_data, r.c_marketing_sms,
+                           r.c_marketing_email, r.new_id,
+                           pm.id AS phone_member,
+                           c.member_id AS card_member, c.status AS card_status,
+                           cm.program_id AS card_program,
+                           st.id AS store_id,
+                           COALESCE(
+                               pm.id,
+                               CASE WHEN c.status = 'active' AND cm.program_id = %(program)s
+                                    THEN c.member_id END
+                           ) AS target,
+                           dp.lines AS dup_phone_lines,
+                           dc.lines AS dup_card_lines
+                    FROM {ROWS_TABLE} r
+                    LEFT JOIN accounts_member pm
+                           ON pm.program_id = %(program)s AND pm.phone = r.phone
+                    LEFT JOIN accounts_card c ON c.number = r.card_number
+                    LEFT JOIN accounts_member cm ON cm.id = c.member_id
+                    LEFT JOIN programs_store st
+                           ON st.program_id = %(program)s AND st.code = r.store
+                    LEFT JOIN dup_phone dp ON dp.phone = r.phone
+                    LEFT JOIN dup_card dc ON dc.card_number = r.card_number
+                ),
+                dup_target AS (
+                    SELECT target, array_agg(line ORDER BY line) AS lines
+                    FROM matched WHERE target IS NOT NULL
+                    GROUP BY target HAVING count(*) > 1
+                ),
+                judged AS (
+                    SELECT m.*,
+                        array_remove(ARRAY[
+                            m.errors,
+                            CASE WHEN m.store IS NOT NULL AND m.store_id IS NULL
+                                 THEN format(%(msg_store)s, m.store) END,
+                            CASE WHEN m.dup_phone_lines IS NOT NULL
+                                 THEN format(%(msg_dup_phone)s, array_to_string(
+                                     array_remove(m.dup_phone_lines, m.line), ', ')) END,
+                            CASE WHEN m.dup_card_lines IS NOT NULL
+                                 THEN format(%(msg_dup_card)s, array_to_string(
+                                     array_remove(m.dup_card_lines, m.line), ', ')) END,
+                            CASE
+                                WHEN m.card_member IS NOT NULL
+                                     AND m.card_program <> %(program)s
+                                    THEN format(%(msg_card_program)s, m.card_number)
+                                WHEN m.card_member IS NOT NULL AND m.phone_member IS NOT NULL
+                                     AND m.card_member <> m.phone_member
+                                    THEN format(%(msg_card_member)s, m.card_number)
+                                WHEN m.card_member IS NOT NULL AND m.phone_member IS NULL
+                                     AND m.card_status <> 'active'
+                                    THEN format(%(msg_card_blocked)s, m.card_number)
+                                WHEN m.card_number IS NOT NULL AND m.card_member IS NULL
+                                     AND ac.number IS NOT NULL
+                                    THEN format(%(msg_other_card)s, ac.number)
+                            END,
+                            CASE WHEN dt.lines IS NOT NULL AND m.dup_phone_lines IS NULL
+                                      AND m.dup_card_lines IS NULL
+                                 THEN format(%(msg_same_member)s, array_to_string(
+                                     array_remove(dt.lines, m.line), ', ')) END
+                        ]::text[], NULL) AS reasons,
+                        array_remove(ARRAY[
+                            CASE WHEN m.phone IS DISTINCT FROM t.phone THEN 'phone' END,
+                            CASE WHEN m.first_name IS DISTINCT FROM t.first_name
+                                      AND m.first_name IS NOT NULL THEN 'first_name' END,
+                            CASE WHEN m.last_name IS DISTINCT FROM t.last_name
+                                      AND m.last_name IS NOT NULL THEN 'last_name' END,
+                            CASE WHEN m.email IS DISTINCT FROM t.email
+                                      AND m.email IS NOT NULL THEN 'email' END,
+                            CASE WHEN m.birth_date IS DISTINCT FROM t.birth_date
+                                      AND m.birth_date IS NOT NULL THEN 'birth_date' END,
+                            CASE WHEN m.store_id IS DISTINCT FROM t.store_id
+                                      AND m.store_id IS NOT NULL THEN 'store' END,
+                            CASE WHEN m.registered_at IS NOT NULL
+                                      AND m.registered_at
+                                          <> date_trunc('second', t.registered_at)
+                                 THEN 'registered_at' END,
+                            CASE WHEN m.card_number IS NOT NULL AND m.card_member IS NULL
+                                 THEN 'card_number' END,
+                            CASE WHEN m.c_personal_data IS DISTINCT FROM cur.personal_data
+                                      AND m.c_personal_data IS NOT NULL
+                                 THEN 'consent_personal_data' END,
+                            CASE WHEN m.c_marketing_sms IS DISTINCT FROM cur.marketing_sms
+                                      AND m.c_marketing_sms IS NOT NULL
+                                 THEN 'consent_marketing_sms' END,
+                            CASE WHEN m.c_marketing_email IS DISTINCT FROM cur.marketing_email
+                                      AND m.c_marketing_email IS NOT NULL
+                                 THEN 'consent_marketing_email' END
+                        ]::text[], NULL) AS changes
+                    FROM matched m
+                    LEFT JOIN dup_target dt ON dt.target = m.target
+                    LEFT JOIN accounts_member t ON t.id = m.target
+                    LEFT JOIN accounts_card ac
+                           ON ac.member_id = m.target AND ac.status = 'active'
+                    LEFT JOIN LATERAL (
+                        SELECT
+                            (SELECT x.granted FROM accounts_consent x
+                             WHERE x.member_id = m.target AND x.kind = 'personal_data'
+                             ORDER BY x.created_at DESC, x.id DESC LIMIT 1) AS personal_data,
+                            (SELECT x.granted FROM accounts_consent x
+                             WHERE x.member_id = m.target AND x.kind = 'marketing_sms'
+                             ORDER BY x.created_at DESC, x.id DESC LIMIT 1) AS marketing_sms,
+                            (SELECT x.granted FROM accounts_consent x
+                             WHERE x.member_id = m.target AND x.kind = 'marketing_email'
+                             ORDER BY x.created_at DESC, x.id DESC LIMIT 1) AS marketing_email
+                    ) cur ON m.target IS NOT NULL
+                )
+                SELECT
+                    j.line,
+                    CASE WHEN cardinality(j.reasons) > 0 THEN '{REFUSED}'
+                         WHEN j.target IS NULL THEN '{CREATE}'
+                         WHEN cardinality(j.changes) > 0 THEN '{UPDATE}'
+                         ELSE '{UNCHANGED}' END AS action,
+                    array_to_string(j.reasons, ' ') AS reason,
+                    CASE WHEN j.target IS NULL THEN ARRAY[]::text[] ELSE j.changes END AS changes,
+                    COALESCE(j.target, j.new_id) AS member_id,
+                    j.store_id,
+                    CASE WHEN j.target IS NULL THEN COALESCE(j.card_number, j.new_card_number)
+                         WHEN 'card_number' = ANY(j.changes) THEN j.card_number
+                    END AS card_add,
+                    j.card_number IS NULL AND j.target IS NULL AS card_issued,
+                    j.changes && %(member_changes)s::text[] AS member_changed,
+                    CASE WHEN j.target IS NULL OR 'consent_personal_data' = ANY(j.changes)
+                         THEN j.c_personal_data END AS add_personal_data,
+                    CASE WHEN j.target IS NULL OR 'consent_marketing_sms' = ANY(j.changes)
+                         THEN j.c_marketing_sms END AS add_marketing_sms,
+                    CASE WHEN j.target IS NULL OR 'consent_marketing_email' = ANY(j.changes)
+                         THEN j.c_marketing_email END AS add_marketing_email
+                FROM judged j
+                """,
+                {**params, "member_changes": list(MEMBER_CHANGES)},
+            )
+            cursor.execute(f"CREATE UNIQUE INDEX ON {PLAN_TABLE} (line)")
+            cursor.execute(f"ANALYZE {PLAN_TABLE}")
+            cursor.execute(f"SELECT action, count(*) FROM {PLAN_TABLE} GROUP BY action")
+            counts = dict(cursor.fetchall())
+            summary = ImportSummary(
+                total=sum(counts.values()),
+                created=counts.get(CREATE, 0),
+                updated=counts.get(UPDATE, 0),
+                unchanged=counts.get(UNCHANGED, 0),
+                refused=counts.get(REFUSED, 0),
+                ignored_columns=list(self.columns.ignored) if self.columns else [],
+            )
+            if digest:
+                cursor.execute(
+                    f"""
+                    SELECT md5(coalesce(string_agg(
+                        line || ':' || action || ':' || reason || ':'
+                        || array_to_string(changes, ','), '|' ORDER BY line), ''))
+                    FROM {PLAN_TABLE}
+                    """
+                )
+                summary.digest = cursor.fetchone()[0]
+        self.planned = True
+        return summary
+
+    def outcomes(self, *, limit: int | None = None) -> Iterator[RowOutcome]:
+        """Each row's planned outcome, in file order."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT line, action, reason, changes, member_id FROM {PLAN_TABLE} "
+                "ORDER BY line LIMIT %s",
+                [limit],
+            )
+            for line, action, reason, changes, member_id in cursor.fetchall():
+                yield RowOutcome(line, action, reason, tuple(changes), member_id)
+
+    # -- 3. apply ----------------------------------------------------------
+    def apply(self) -> None:
+        """Write what the plan decided: members, cards, consent entries."""
+        if not self.planned:
+            raise RuntimeError("plan() before apply()")
+        total = self.total or self.staged
+        self.progress(self.staged, total, "writing")
+        now = timezone.now()
+        tier = self.program.tiers.order_by("threshold").values_list("pk", flat=True).first()
+        with connection.cursor() as cursor:
+            columns, values, params = _insert_parts(
+                Member,
+                {
+                    "id": "p.member_id",
+                    "program_id": "%(program)s",
+                    "phone": "r.phone",
+                    "first_name": "COALESCE(r.first_name, '')",
+                    "last_name": "COALESCE(r.last_name, '')",
+                    "email": "COALESCE(r.email, '')",
+                    "birth_date": "r.birth_date",
+                    "status": "%(active)s",
+                    "registered_at": "COALESCE(r.registered_at, %(now)s)",
+                    "channel": "%(channel)s",
+                    "store_id": "p.store_id",
+                    "tier_id": "%(tier)s",
+                },
+                now,
+            )
+            cursor.execute(
+                f"""
+                INSERT INTO accounts_member ({columns})
+                SELECT {values}
+                FROM {PLAN_TABLE} p JOIN {ROWS_TABLE} r USING (line)
+                WHERE p.action = '{CREATE}'
+                """,
+                {
+                    **params,
+                    "program": self.program.pk,
+                    "active": Member.Status.ACTIVE,
+                    "now": now,
+                    "channel": Channel.IMPORT,
+                    "tier": tier,
+                },
+            )
+            cursor.execute(
+                f"""
+                UPDATE accounts_member t SET
+                    phone = COALESCE(r.phone, t.phone),
+                    first_name = COALESCE(r.first_name, t.first_name),
+                    last_name = COALESCE(r.last_name, t.last_name),
+                    email = COALESCE(r.email, t.email),
+                    birth_date = COALESCE(r.birth_date, t.birth_date),
+                    store_id = COALESCE(p.store_id, t.store_id),
+                    registered_at = CASE WHEN 'registered_at' = ANY(p.changes)
+                                         THEN r.registered_at ELSE t.registered_at END,
+                    updated_at = %(now)s
+                FROM {PLAN_TABLE} p JOIN {ROWS_TABLE} r USING (line)
+                WHERE p.action = '{UPDATE}' AND p.member_changed AND t.id = p.member_id
+                """,
+                {"now": now},
+            )
+            self._issued_numbers_free(cursor)
+            columns, values, params = _insert_parts(
+                Card,
+                {
+                    "number": "p.card_add",
+                    "member_id": "p.member_id",
+                    "status": "%(active)s",
+                    "issued_at": "%(now)s",
+                },
+                now,
+            )
+            cursor.execute(
+                f"""
+                INSERT INTO accounts_card ({columns})
+                SELECT {values} FROM {PLAN_TABLE} p
+                WHERE p.action IN ('{CREATE}', '{UPDATE}') AND p.card_add IS NOT NULL
+                """,
+                {**params, "active": Card.Status.ACTIVE, "now": now},
+            )
+            columns, values, params = _insert_parts(
+                Consent,
+                {
+                    "member_id": "p.member_id",
+                    "kind": "v.kind",
+                    "granted": "v.granted",
+                    "channel": "%(channel)s",
+                    "text_version": "''",
+                    # As member_enroll does: a new member's consents date from registration.
+                    "created_at": f"CASE WHEN p.action = '{CREATE}' "
+                    "THEN COALESCE(r.registered_at, %(now)s) ELSE %(now)s END",
+                    "created_by_id": "%(by)s",
+                },
+                now,
+            )
+            cursor.execute(
+                f"""
+                INSERT INTO accounts_consent ({columns})
+                SELECT {values}
+                FROM {PLAN_TABLE} p JOIN {ROWS_TABLE} r USING (line)
+                CROSS JOIN LATERAL (VALUES
+                    ('{Consent.Kind.PERSONAL_DATA.value}', p.add_personal_data),
+                    ('{Consent.Kind.MARKETING_SMS.value}', p.add_marketing_sms),
+                    ('{Consent.Kind.MARKETING_EMAIL.value}', p.add_marketing_email)
+                ) AS v(kind, granted)
+                WHERE p.action IN ('{CREATE}', '{UPDATE}') AND v.granted IS NOT NULL
+                ORDER BY p.line
+                """,
+                {**params, "channel": Channel.IMPORT, "now": now, "by": self.by_id},
+            )
+        self.progress(total, total, "done")
+
+    def _issued_numbers_free(self, cursor: Any) -> None:
+        """Redraw the rare issued card numbers that are taken (by a card or another row)."""
+        for _attempt in range(20):
+            cursor.execute(
+                f"""
+                SELECT p.line FROM {PLAN_TABLE} p
+                WHERE p.card_issued AND p.action = '{CREATE}' AND (
+                    EXISTS (SELECT 1 FROM accounts_card c WHERE c.number = p.card_add)
+                    OR EXISTS (SELECT 1 FROM {PLAN_TABLE} q
+                               WHERE q.card_add = p.card_add AND q.line <> p.line))
+                """
+            )
+            taken = [line for (line,) in cursor.fetchall()]
+            if not taken:
+                return
+            cursor.executemany(
+                f"UPDATE {PLAN_TABLE} SET card_add = %s WHERE line = %s",
+                [(card_number_candidate(), line) for line in taken],
+            )
+        raise RuntimeError("could not draw free card numbers")
+
+    # -- 4. report ---------------------------------------------------------
+    def write_refused(self, out: IO[str], *, delimiter: str = ",") -> int:
+        """Write the refused rows as they were in the file, after `row` and `reason` columns."""
+        writer = csv.writer(out, delimiter=delimiter)
+        writer.writerow([_("row"), _("reason"), *self.header])
+        written = 0
+        with connection.connection.cursor(name="member_import_refused") as cursor:
+            cursor.itersize = 5000
+            cursor.execute(
+                f"SELECT p.line, p.reason, r.raw FROM {PLAN_TABLE} p "
+                f"JOIN {ROWS_TABLE} r USING (line) WHERE p.action = '{REFUSED}' ORDER BY p.line"
+            )
+            for line, reason, raw in cursor:
+                writer.writerow([line, reason, *raw])
+                written += 1
+        return written
+
+
+def _insert_parts(
+    model: type[models.Model], given: dict[str, str], now: datetime.datetime
+) -> tuple[str, str, dict[str, Any]]:
+    """Column list, SELECT expressions and parameters for a set-based INSERT into `model`.
+
+    Columns not `given` get their model default, so a field added to the model
+    later with a default does not break the import; one without a default
+    (and not nullable) stops it loudly here rather than with a SQL error.
+    """
+    columns: list[str] = []
+    values: list[str] = []
+    params: dict[str, Any] = {}
+    for f in model._meta.concrete_fields:
+        column = f.column
+        if column in given:
+            expression = given[column]
+        elif f.primary_key and isinstance(f, models.AutoField | models.BigAutoField):
+            continue
+        elif getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            expression = "%(now)s"
+        elif f.has_default():
+            name = f"default_{column}"
+            params[name] = f.get_db_prep_save(f.get_default(), connection)
+            expression = f"%({name})s"
+        elif f.null:
+            continue
+        else:
+            raise RuntimeError(
+                f"{model.__name__}.{f.name} has no default: teach accounts.csv_bulk to fill it"
+            )
+        columns.append(connection.ops.quote_name(column))
+        values.append(expression)
+    params.setdefault("now", now)
+    return ", ".join(columns), ", ".join(values), params
+
+
+def members_import_stream(
+    stream: IO[bytes],
+    *,
+    program: Program,
+    dry_run: bool = False,
+    by: Any = None,
+    refused_out: IO[str] | None = None,
+    progress: Progress | None = None,
+    total: int | None = None,
+) -> ImportSummary:
+    """Import a member CSV file (binary stream) into `program`, all or nothing.
+
+    In a dry run nothing is written. Refused rows go to `refused_out` (a text
+    file opened with newline=""), with their reasons. Raises FileFormatError
+    when the file as a whole cannot be read.
+    """
+    source = open_binary(stream)
+    with transaction.atomic():
+        run = MemberImport(program=program, by=by, progress=progress, total=total)
+        run.stage(source.header, source.rows)
+        summary = run.plan()
+        summary.dry_run = dry_run
+        if refused_out is not None:
+            run.write_refused(refused_out, delimiter=source.delimiter)
+        if dry_run:
+            transaction.set_rollback(True)
+        else:
+            run.apply()
+    return summary
+
+
+def count_lines(stream: IO[bytes]) -> int:
+    """Rows of a CSV file below its header, counted by line breaks (for progress only)."""
+    lines = 0
+    last = b"\n"
+    while chunk := stream.read(1 << 20):
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(lines - 1, 0)
+
+
+# --- Export -----------------------------------------------------------------
+
+
+def export_cells(
+    *,
+    phone: str | None,
+    card_number: str | None,
+    first_name: str,
+    last_name: str,
+    email: str,
+    birth_date: datetime.date | None,
+    store: str | None,
+    registered_at: datetime.datetime | None,
+    consents: Sequence[bool | None],
+    zone: datetime.tzinfo,
+) -> list[str]:
+    """One member as export cells, in COLUMNS order, formulae escaped."""
+    cells = [
+        phone or "",
+        card_number or "",
+        first_name or "",
+        last_name or "",
+        email or "",
+        birth_date.isoformat() if birth_date else "",
+        store or "",
+        registered_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if registered_at else "",
+        *("" if c is None else ("1" if c else "0") for c in consents),
+    ]
+    return [escape_formula(c) for c in cells]
+
+
+EXPORT_SQL = """
+SELECT m.phone, ac.number, m.first_name, m.last_name, m.email, m.birth_date, st.code,
+       m.registered_at,
+       (SELECT x.granted FROM accounts_consent x
+        WHERE x.member_id = m.id AND x.kind = 'personal_data'
+        ORDER BY x.created_at DESC, x.id DESC LIMIT 1),
+       (SELECT x.granted FROM accounts_consent x
+        WHERE x.member_id = m.id AND x.kind = 'marketing_sms'
+        ORDER BY x.created_at DESC, x.id DESC LIMIT 1),
+       (SELECT x.granted FROM accounts_consent x
+        WHERE x.member_id = m.id AND x.kind = 'marketing_email'
+        ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
+FROM accounts_member m
+LEFT JOIN accounts_card ac ON ac.member_id = m.id AND ac.status = 'active'
+LEFT JOIN programs_store st ON st.id = m.store_id
+WHERE m.program_id = %s AND m.status <> 'anonymised'
+ORDER BY m.registered_at, m.id
+"""
+
+
+def members_export_stream(
+    out: IO[str],
+    *,
+    program: Program,
+    language: str | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write the program's members as CSV (header in `language`; `;` for Russian).
+
+    Streams through a server-side cursor, so memory does not grow with the
+    number of members. The caller writes the BOM if the target wants one.
+    """
+    import zoneinfo
+
+    progress = progress or _quiet
+    zone = zoneinfo.ZoneInfo(program.time_zone)
+    russian = (language or "").lower().startswith("ru")
+    writer = csv.writer(out, delimiter=";" if russian else ",")
+    writer.writerow(export_headers(language))
+    written = 0
+    total = Member.objects.filter(program=program).exclude(status="anonymised").count()
+    with transaction.atomic(), connection.connection.cursor(name="members_export") as cursor:
+        cursor.itersize = 10_000
+        cursor.execute(EXPORT_SQL, [program.pk])
+        for row in cursor:
+            phone, card, first, last, email, born, store, registered, *consents = row
+            writer.writerow(
+                export_cells(
+                    phone=phone,
+                    card_number=card,
+                    first_name=first,
+                    last_name=last,
+                    email=email,
+                    birth_date=born,
+                    store=store,
+                    registered_at=registered,
+                    consents=consents,
+                    zone=zone,
+                )
+            )
+            written += 1
+            if written % PROGRESS_EVERY == 0:
+                progress(written, total, "writing")
+    progress(written, total, "done")
+    return written
