@@ -318,10 +318,15 @@ def _protected_by(obj: models.Model) -> str | None:
 
 
 def _format_changes(changes: dict[str, list[Any]]) -> str:
+    """'key "old" → "new"; ...' naming each field by its key in the program file."""
+
     def show(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
 
-    return "; ".join(f"{name} {show(old)} → {show(new)}" for name, (old, new) in changes.items())
+    return "; ".join(
+        f"{_PROGRAM_FIELD_PATHS.get(name, name)} {show(old)} → {show(new)}"
+        for name, (old, new) in changes.items()
+    )
 
 
 @dataclass
@@ -488,7 +493,7 @@ def program_import(
                     result.changes.append(f'{kind} "{obj.code}": {verb}')
         if stores is not None:
             in_file = {child.obj.code for child in stores}
-            for store_code in stored_stores.keys() - in_file:
+            for store_code in sorted(stored_stores.keys() - in_file):
                 result.changes.append(f'store "{store_code}": ' + _("not in the file, kept"))
 
         if dry_run:

@@ -361,3 +361,13 @@ def test_keys_left_out_keep_their_current_values() -> None:
 
     program.refresh_from_db()
     assert program.hold_minutes == 20
+
+
+def test_the_summary_names_changed_exclusions_by_their_key_in_the_file() -> None:
+    program_import_data(program_file())
+    result = program_import(
+        program_file(excluded_from_accrual={"categories": ["tobacco", "alcohol"], "skus": []})
+    )
+    assert result.changes == [
+        'program "main": excluded_from_accrual.categories ["tobacco"] → ["tobacco", "alcohol"]'
+    ]
