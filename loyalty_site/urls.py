@@ -8,6 +8,8 @@ from loyalty_site.health import healthz, metrics
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
+    # Before the admin's own URLs, so its catch-all does not take these pages.
+    path("admin/analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("pos.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
