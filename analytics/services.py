@@ -277,6 +277,8 @@ def campaign_stats_refresh(*, program: Program) -> int:
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         _lock(program)
+        # Dropped first as well: inside an outer transaction ON COMMIT has not fired yet.
+        cursor.execute("DROP TABLE IF EXISTS analytics_group")
         cursor.execute(
             """
             CREATE TEMP TABLE analytics_group ON COMMIT DROP AS
