@@ -658,3 +658,215 @@ class CodeUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.state}"
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", _("SMS")
+    EMAIL = "email", _("e-mail")
+
+
+class TriggerKind(models.TextChoices):
+    WELCOME = "welcome", _("welcome bonus")
+    BIRTHDAY = "birthday", _("birthday bonus")
+    WINBACK = "winback", _("win-back bonus")
+    EXPIRING = "expiring", _("points expiring reminder")
+    TIER_UPGRADE = "tier_upgrade", _("tier upgrade congratulation")
+    REFERRAL = "referral", _("referral bonus")
+
+
+class Trigger(models.Model):
+    """An automatic campaign run by beat: who gets what, and which message goes with it."""
+
+    program = models.ForeignKey(
+        Program, verbose_name=_("program"), on_delete=models.CASCADE, related_name="triggers"
+    )
+    kind = models.CharField(_("kind"), max_length=20, choices=TriggerKind.choices)
+    is_active = models.BooleanField(_("on"), default=False)
+    points = models.PositiveIntegerField(
+        _("bonus points"), default=0, help_text=_("0: a message only.")
+    )
+    days = models.PositiveIntegerField(
+        _("days"),
+        default=0,
+        help_text=_(
+            "Birthday: days before the birthday; win-back: days without a purchase; "
+            "expiring: days before the points expire."
+        ),
+    )
+    expire_days = models.PositiveIntegerField(
+        _("bonus expires after, days"),
+        null=True,
+        blank=True,
+        help_text=_("A short expiry makes a win-back bonus urgent. Empty: the program's."),
+    )
+    referrer_points = models.PositiveIntegerField(
+        _("referral: points to the member who invited"), default=0
+    )
+    max_referrals = models.PositiveIntegerField(
+        _("referral: rewarded invitations per member"),
+        default=10,
+        help_text=_("Against abuse: invitations beyond this earn nothing."),
+    )
+    send_message = models.BooleanField(_("send a message"), default=True)
+
+    class Meta:
+        verbose_name = _("trigger")
+        verbose_name_plural = _("triggers")
+        constraints = [
+            models.UniqueConstraint(fields=["program", "kind"], name="campaigns_trigger_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.program})"
+
+
+class TierSeen(models.Model):
+    """The tier a member was last congratulated on, to find upgrades without pos telling us."""
+
+    member = models.OneToOneField(Member, on_delete=models.CASCADE, related_name="+")
+    tier = models.ForeignKey(Tier, on_delete=models.CASCADE, related_name="+")
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.tier_id}"
+
+
+class ReferralCode(models.Model):
+    member = models.OneToOneField(
+        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="referral_code"
+    )
+    code = models.CharField(_("code"), max_length=20, unique=True)
+
+    class Meta:
+        verbose_name = _("referral code")
+        verbose_name_plural = _("referral codes")
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Referral(models.Model):
+    referrer = models.ForeignKey(
+        Member, verbose_name=_("invited by"), on_delete=models.CASCADE, related_name="+"
+    )
+    referred = models.OneToOneField(
+        Member, verbose_name=_("new member"), on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    rewarded_at = models.DateTimeField(_("rewarded at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("referral")
+        verbose_name_plural = _("referrals")
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(referrer=F("referred")), name="campaigns_referral_not_self"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.referrer_id} → {self.referred_id}"
+
+
+class MessageTemplate(models.Model):
+    """A message text per kind, channel and language; {name}, {balance}, {points},
+    {expiring_points}, {expiring_date}, {tier}, {code}, {optout_url} are filled in."""
+
+    program = models.ForeignKey(
+        Program, verbose_name=_("program"), on_delete=models.CASCADE, related_name="+"
+    )
+    kind = models.CharField(
+        _("kind"),
+        max_length=20,
+        help_text=_("A trigger kind (welcome, birthday, …) or your own name for a mailing."),
+    )
+    channel = models.CharField(_("channel"), max_length=5, choices=Channel.choices)
+    language = models.CharField(_("language"), max_length=2, choices=settings.LANGUAGES)
+    subject = models.CharField(_("subject (e-mail)"), max_length=200, blank=True)
+    body = models.TextField(_("text"))
+
+    class Meta:
+        verbose_name = _("message template")
+        verbose_name_plural = _("message templates")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "kind", "channel", "language"],
+                name="campaigns_messagetemplate_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} / {self.channel} / {self.language}"
+
+
+class OutboxMessage(models.Model):
+    """A message to a member: queued, then sent (or failed after retries, or skipped)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed")
+        SKIPPED = "skipped", _("not sent")
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(
+        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="+"
+    )
+    channel = models.CharField(_("channel"), max_length=5, choices=Channel.choices)
+    kind = models.CharField(_("kind"), max_length=20)
+    reference = models.CharField(_("reference"), max_length=120, unique=True)
+    to = models.CharField(_("to"), max_length=254)
+    subject = models.CharField(_("subject"), max_length=200, blank=True)
+    body = models.TextField(_("text"))
+    state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    provider_answer = models.TextField(_("provider's answer"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("outbox")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state="queued"),
+                name="campaigns_outbox_due",
+            ),
+            models.Index(fields=["member", "created_at"], name="campaigns_outbox_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} → {self.to}"
+
+
+class Backtest(models.Model):
+    """A replay of a draft campaign over past receipts, run as a Celery job."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    campaign = models.ForeignKey(
+        Campaign, verbose_name=_("campaign"), on_delete=models.CASCADE, related_name="backtests"
+    )
+    days = models.PositiveIntegerField(_("last days"), default=30)
+    state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.QUEUED)
+    progress = models.PositiveSmallIntegerField(_("progress, %"), default=0)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("backtest")
+        verbose_name_plural = _("backtests")
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} ({self.days})"

@@ -815,3 +815,39 @@ def codes_csv_rows(codes: Any) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def campaign_points_pay(
+    *,
+    account_or_member: Any,
+    reference: str,
+    plan: Sequence[Payment],
+    at: datetime,
+    by: Any = None,
+) -> list[Any]:
+    """Credit each campaign's points from its own funding account (`campaign:<id>`).
+
+    `reference` is the purchase's; each credit gets `<reference>:campaign:<id>`, so
+    calling it again changes nothing. Kind `accrual`: campaign points of a purchase
+    wait for the program's accrual delay like the base points do. Pass the Account
+    from ledger.services.account_lock when the caller already holds the member lock.
+    """
+    from ledger import services as ledger
+
+    transfers = []
+    for payment in plan:
+        transfers.append(
+            ledger.points_credit(
+                account_or_member=account_or_member,
+                amount=payment.points,
+                kind="accrual",
+                reference=f"{reference}:campaign:{payment.campaign_id}",
+                source=payment.source,
+                expires_at=payment.expires_at,
+                description=_("Campaign points"),
+                purchase_ref=reference,
+                by=by,
+                now=at,
+            )
+        )
+    return transfers

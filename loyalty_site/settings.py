@@ -297,6 +297,41 @@ CELERY_BEAT_SCHEDULE["pos-idempotency-keys-prune"] = {
     "schedule": _crontab(hour=4, minute=0),
 }
 
+# Campaigns (UTC): rule statuses and triggers hourly, the outbox every minute,
+# segments nightly (after the tier recalculation). Triggers work in program time.
+CELERY_BEAT_SCHEDULE["campaigns-statuses"] = {
+    "task": "campaigns.statuses_update_task",
+    "schedule": _crontab(minute=1),
+}
+CELERY_BEAT_SCHEDULE["campaigns-triggers"] = {
+    "task": "campaigns.triggers_run_task",
+    "schedule": _crontab(minute=15),
+}
+CELERY_BEAT_SCHEDULE["campaigns-outbox"] = {
+    "task": "campaigns.outbox_send_task",
+    "schedule": _crontab(minute="*"),
+}
+CELERY_BEAT_SCHEDULE["campaigns-segments"] = {
+    "task": "campaigns.segments_recalculate_task",
+    "schedule": _crontab(hour=1, minute=0),
+}
+# Messages: SMS provider (log | smsru), quiet hours in program time, weekly cap per member.
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000")
+SMS_PROVIDER = env_str("SMS_PROVIDER", "log")
+if SMS_PROVIDER not in ("log", "smsru"):
+    raise ImproperlyConfigured(f"SMS_PROVIDER={SMS_PROVIDER!r}: use log or smsru.")
+SMS_RU_API_ID = env_str("SMS_RU_API_ID")
+SMS_RU_URL = env_str("SMS_RU_URL", "https://sms.ru/sms/send")
+SMS_SENDER = env_str("SMS_SENDER")
+SMS_INBOUND_TOKEN = env_str("SMS_INBOUND_TOKEN")
+MESSAGES_QUIET_HOURS = (
+    env_int("MESSAGES_QUIET_FROM", 21, minimum=0),
+    env_int("MESSAGES_QUIET_TO", 9, minimum=0),
+)
+MESSAGES_PER_MEMBER_PER_WEEK = env_int("MESSAGES_PER_MEMBER_PER_WEEK", 3, minimum=1)
+# Seconds a process trusts its cached campaign rules before checking for changes.
+CAMPAIGN_RULES_CHECK_SECONDS = env_int("CAMPAIGN_RULES_CHECK_SECONDS", 2)
+
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

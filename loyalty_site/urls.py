@@ -13,4 +13,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("pos.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("c/", include("campaigns.urls")),  # message opt-out link, SMS reply hook
 ]

@@ -1,0 +1,234 @@
+"""Messages to members: templates, the outbox, consent, quiet hours, frequency cap, opt-out.
+
+- `message_enqueue` renders a template into the outbox, once per reference,
+  only for a member whose current consent for that channel is given and who
+  has not had the weekly number of messages yet; otherwise it records the
+  message as skipped with the reason (so a marketer sees why).
+- `outbox_send` (beat, every minute) claims due messages with SKIP LOCKED,
+  checks consent again, postpones what falls into quiet hours (program time)
+  and retries failures with a growing pause.
+- Opt-out: every message carries a signed link that records a consent
+  withdrawal; an SMS reply STOP does the same (`inbound_sms`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMessage
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import Consent, Member
+from accounts.selectors import consents_current
+from accounts.services import consent_record
+from campaigns import sms
+from campaigns.models import Channel, MessageTemplate, OutboxMessage
+from campaigns.selectors import program_zone
+
+logger = logging.getLogger(__name__)
+
+CONSENT_OF = {Channel.SMS: Consent.Kind.MARKETING_SMS, Channel.EMAIL: Consent.Kind.MARKETING_EMAIL}
+MAX_ATTEMPTS = 5
+OPTOUT_SALT = "campaigns.optout"
+STOP_WORDS = frozenset({"STOP", "СТОП", "ОТПИСАТЬСЯ"})
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render(text: str, variables: dict[str, Any]) -> str:
+    """Fill {name}-style variables; unknown ones become empty, stray braces stay."""
+    try:
+        return text.format_map(_Blank(variables))
+    except (ValueError, IndexError, AttributeError):
+        return text
+
+
+def optout_url(member: Member, channel: str) -> str:
+    token = signing.dumps({"m": str(member.pk), "c": channel}, salt=OPTOUT_SALT)
+    base = _setting("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+    return base + reverse("campaigns:optout", args=[token])
+
+
+def optout_apply(token: str) -> Member | None:
+    """Record the consent withdrawal a signed opt-out link stands for; None if forged."""
+    try:
+        data = signing.loads(token, salt=OPTOUT_SALT)
+    except signing.BadSignature:
+        return None
+    member = Member.objects.filter(pk=data.get("m")).first()
+    kind = CONSENT_OF.get(data.get("c"))
+    if member is None or kind is None:
+        return None
+    if consents_current(member).get(kind):
+        consent_record(member=member, kind=kind, granted=False, channel="web")
+    return member
+
+
+def inbound_sms(*, phone: str, text: str) -> bool:
+    """An SMS reply from a member: STOP withdraws the SMS consent. True when recorded."""
+    if text.strip().upper().rstrip(".!") not in STOP_WORDS:
+        return False
+    recorded = False
+    for member in Member.objects.filter(phone=phone):
+        if consents_current(member).get(Consent.Kind.MARKETING_SMS):
+            consent_record(
+                member=member, kind=Consent.Kind.MARKETING_SMS, granted=False, channel="web"
+            )
+            recorded = True
+    return recorded
+
+
+def _template(program_id: int, kind: str, channel: str, language: str) -> MessageTemplate | None:
+    found = {
+        t.language: t
+        for t in MessageTemplate.objects.filter(program_id=program_id, kind=kind, channel=channel)
+    }
+    return (
+        found.get(language) or found.get(settings.LANGUAGE_CODE) or next(iter(found.values()), None)
+    )
+
+
+def _address(member: Member, channel: str) -> str:
+    return (member.phone or "") if channel == Channel.SMS else member.email
+
+
+def message_enqueue(
+    *,
+    member: Member,
+    kind: str,
+    channel: str,
+    reference: str,
+    variables: dict[str, Any] | None = None,
+    language: str | None = None,
+    at: datetime | None = None,
+) -> OutboxMessage | None:
+    """Put a message for the member in the outbox, once per `reference`.
+
+    Returns the outbox row (state queued, or skipped with the reason in
+    provider_answer), or None when the program has no template for it.
+    """
+    at = at or timezone.now()
+    existing = OutboxMessage.objects.filter(reference=reference).first()
+    if existing is not None:
+        return existing
+    template = _template(member.program_id, kind, channel, language or settings.LANGUAGE_CODE)
+    if template is None:
+        return None
+    values = {
+        "name": member.first_name,
+        "optout_url": optout_url(member, channel),
+        **(variables or {}),
+    }
+    state, reason = OutboxMessage.State.QUEUED, ""
+    to = _address(member, channel)
+    if not to:
+        state, reason = OutboxMessage.State.SKIPPED, _("no address")
+    elif not consents_current(member).get(CONSENT_OF[channel]):
+        state, reason = OutboxMessage.State.SKIPPED, _("no consent")
+    else:
+        cap = int(_setting("MESSAGES_PER_MEMBER_PER_WEEK", 3))
+        recent = (
+            OutboxMessage.objects.filter(member=member, created_at__gte=at - timedelta(days=7))
+            .exclude(state=OutboxMessage.State.SKIPPED)
+            .count()
+        )
+        if recent >= cap:
+            state, reason = OutboxMessage.State.SKIPPED, _("frequency cap")
+    try:
+        with transaction.atomic():
+            return OutboxMessage.objects.create(
+                program_id=member.program_id,
+                member=member,
+                channel=channel,
+                kind=kind,
+                reference=reference,
+                to=to,
+                subject=render(template.subject, values),
+                body=render(template.body, values),
+                state=state,
+                provider_answer=reason,
+                next_attempt_at=at,
+                created_at=at,
+            )
+    except IntegrityError:  # the same reference enqueued concurrently
+        return OutboxMessage.objects.get(reference=reference)
+
+
+def quiet_until(local: datetime) -> datetime | None:
+    """The end of the quiet hours `local` falls in (program time), or None when not quiet."""
+    start, end = _setting("MESSAGES_QUIET_HOURS", (21, 9))
+    hour = local.hour
+    quiet = (start <= hour or hour < end) if start > end else (start <= hour < end)
+    if not quiet:
+        return None
+    day = local.date() if hour < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, time(end), tzinfo=local.tzinfo)
+
+
+def _deliver(message: OutboxMessage) -> sms.SmsResult:
+    if message.channel == Channel.SMS:
+        return sms.provider().send(phone=message.to, text=message.body)
+    try:
+        sent = EmailMessage(subject=message.subject, body=message.body, to=[message.to]).send(
+            fail_silently=False
+        )
+    except Exception as exc:  # any backend error is a failed attempt, retried later
+        return sms.SmsResult(ok=False, answer=f"{type(exc).__name__}: {exc}"[:500])
+    return sms.SmsResult(ok=bool(sent), answer="accepted by the mail server")
+
+
+def outbox_send(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
+    """Send due messages; safe to run in several workers at once (SKIP LOCKED)."""
+    now = now or timezone.now()
+    counts = {"sent": 0, "failed": 0, "postponed": 0, "skipped": 0, "retry": 0}
+    with transaction.atomic():
+        due = list(
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(state=OutboxMessage.State.QUEUED, next_attempt_at__lte=now)
+            .select_related("member", "program")
+            .order_by("next_attempt_at", "id")[:limit]
+        )
+        for message in due:
+            local = now.astimezone(program_zone(message.program))
+            until = quiet_until(local)
+            if until is not None:
+                message.next_attempt_at = until
+                message.save(update_fields=["next_attempt_at"])
+                counts["postponed"] += 1
+                continue
+            if not consents_current(message.member).get(CONSENT_OF[message.channel]):
+                message.state = OutboxMessage.State.SKIPPED
+                message.provider_answer = _("consent withdrawn before sending")
+                message.save(update_fields=["state", "provider_answer"])
+                counts["skipped"] += 1
+                continue
+            result = _deliver(message)
+            message.attempts += 1
+            message.provider_answer = result.answer
+            if result.ok:
+                message.state, message.sent_at = OutboxMessage.State.SENT, now
+                counts["sent"] += 1
+            elif not result.retry or message.attempts >= MAX_ATTEMPTS:
+                message.state = OutboxMessage.State.FAILED
+                counts["failed"] += 1
+            else:
+                message.next_attempt_at = now + timedelta(minutes=2**message.attempts)
+                counts["retry"] += 1
+            message.save(
+                update_fields=["attempts", "provider_answer", "state", "sent_at", "next_attempt_at"]
+            )
+    return counts
