@@ -310,3 +310,20 @@ def test_the_admin_refuses_a_bad_value_in_russian_too(client_: Client, program: 
         HTTP_ACCEPT_LANGUAGE="ru",
     )
     assert "Процент не может быть больше 100." in response.content.decode()
+
+
+def test_a_tier_members_hold_cannot_be_deleted_in_the_admin(
+    client_: Client, program: Program
+) -> None:
+    from accounts.models import Member
+
+    silver = program.tiers.get(code="silver")
+    Member.objects.create(program=program, phone="+79123456789", tier=silver)
+
+    page = client_.get(reverse("admin:programs_tier_delete", args=[silver.pk]))
+    assert page.status_code == 200
+    assert "Cannot delete tier" in page.content.decode()
+    inline = client_.post(change_url(program), program_form(program, **{"tiers-1-DELETE": "on"}))
+    assert inline.status_code == 200
+    assert Tier.objects.filter(pk=silver.pk).exists()
+    assert not AuditEntry.objects.filter(action="delete").exists()
