@@ -139,20 +139,25 @@ class MemberBlocked(Unprocessable):
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
-    """DRF's nested error dict/list → {"lines[0].amount": ["..."]}."""
+    """DRF's nested errors → {"lines[0].amount": ["..."]}; a list's own errors under its name."""
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = str(key) if key != "non_field_errors" else "non_field_errors"
-            out.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+            if isinstance(key, int):
+                name = f"{prefix}[{key}]"
+            elif key in ("non_field_errors", "__all__"):
+                name = prefix or "non_field_errors"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_flatten(value, name))
     elif isinstance(detail, list) and detail and all(isinstance(x, str) for x in detail):
-        out[prefix or "non_field_errors"] = [str(x) for x in detail]
+        out.setdefault(prefix or "non_field_errors", []).extend(str(x) for x in detail)
     elif isinstance(detail, list):
         for i, value in enumerate(detail):
             if value:
                 out.update(_flatten(value, f"{prefix}[{i}]"))
     else:
-        out[prefix or "non_field_errors"] = [str(detail)]
+        out.setdefault(prefix or "non_field_errors", []).append(str(detail))
     return out
 
 

@@ -1,0 +1,85 @@
+"""Terminal keys: who may call the API, and how often."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from pos.models import Terminal
+from pos.services import terminal_block, terminal_rotate
+from tests.pos.factories import StoreFactory, program_create, till_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_call_without_a_key_is_401_with_the_error_shape() -> None:
+    response = Client().get("/api/v1/members/lookup", {"card": "1"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+    assert "detail" in response.json()
+
+
+def test_an_unknown_key_is_401() -> None:
+    response = Client().get(
+        "/api/v1/members/lookup", {"card": "1"}, HTTP_AUTHORIZATION="Token nonsense"
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_a_blocked_terminal_gets_403_and_works_again_when_unblocked() -> None:
+    till = till_create()
+    terminal_block(terminal=till.terminal)
+    response = till.get("members/lookup", card="1")
+    assert response.status_code == 403
+    assert response.json()["code"] == "terminal_blocked"
+    terminal_block(terminal=till.terminal, blocked=False)
+    assert till.get("members/lookup", card="1").status_code == 404
+
+
+def test_a_rotated_key_replaces_the_old_one() -> None:
+    till = till_create()
+    old = till.key
+    till.key = terminal_rotate(terminal=till.terminal)
+    assert till.get("members/lookup", card="1").status_code == 404
+    till.key = old
+    assert till.get("members/lookup", card="1").status_code == 401
+
+
+def test_keys_are_stored_hashed_and_shown_once_by_the_command() -> None:
+    store = StoreFactory(program=program_create())
+    out = StringIO()
+    call_command("terminal_create", "--store", store.code, "--name", "Till 7", stdout=out)
+    printed = json.loads(out.getvalue().strip())
+    assert set(printed) == {"terminal", "key"}
+    terminal = Terminal.objects.get(pk=printed["terminal"])
+    assert terminal.name == "Till 7" and terminal.store == store
+    assert printed["key"] not in terminal.key_hash
+    response = Client().get(
+        "/api/v1/members/lookup", {"card": "1"}, HTTP_AUTHORIZATION=f"Token {printed['key']}"
+    )
+    assert response.status_code == 404
+
+
+def test_last_seen_is_recorded_on_use() -> None:
+    till = till_create()
+    assert till.terminal.last_seen_at is None
+    till.get("members/lookup", card="1")
+    till.terminal.refresh_from_db()
+    assert till.terminal.last_seen_at is not None
+
+
+def test_too_many_calls_are_throttled_with_retry_after(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.API_THROTTLE_RATE = "3/minute"
+    till = till_create()
+    codes = [till.get("members/lookup", card="1").status_code for _ in range(4)]
+    assert codes == [404, 404, 404, 429]
+    response = till.get("members/lookup", card="1")
+    assert response.json()["code"] == "throttled"
+    assert int(response["Retry-After"]) >= 1
+    # Another terminal has its own allowance.
+    assert till_create().get("members/lookup", card="1").status_code == 404
