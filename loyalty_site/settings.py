@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "ledger",
     "campaigns",
     "pos",
+    "portal",
     "analytics",
 ]
 

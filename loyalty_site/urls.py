@@ -11,7 +11,9 @@ urlpatterns = [
     # Before the admin's own URLs, so its catch-all does not take these pages.
     path("admin/analytics/", include("analytics.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/me/", include("portal.api.urls")),
     path("api/v1/", include("pos.api.urls")),
+    path("my/", include("portal.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("c/", include("campaigns.urls")),  # message opt-out link, SMS reply hook
 ]
