@@ -36,11 +36,16 @@ logger = logging.getLogger(__name__)
 BATCH = 1000
 
 
-def _reference_exists(prefix: str, suffix: Any = None) -> Exists:
+def _without_reference(
+    members: QuerySet[Member], prefix: str, suffix: Any = None
+) -> QuerySet[Member]:
+    """Members whose ledger reference `<prefix><member id>[:<suffix>]` does not exist yet."""
     parts: list[Any] = [Value(prefix), Cast("pk", CharField())]
     if suffix is not None:
         parts += [Value(":"), suffix]
-    return Exists(Transfer.objects.filter(reference=Concat(*parts, output_field=CharField())))
+    return members.annotate(_ref=Concat(*parts, output_field=CharField())).filter(
+        ~Exists(Transfer.objects.filter(reference=OuterRef("_ref")))
+    )
 
 
 def _active(program: Program) -> QuerySet[Member]:
@@ -105,7 +110,7 @@ def welcome_run(*, program: Program, at: datetime | None = None, window_days: in
     if trigger is None:
         return 0
     members = _active(program).filter(registered_at__gte=at - timedelta(days=window_days))
-    members = members.filter(~_reference_exists("welcome:"))
+    members = _without_reference(members, "welcome:")
     if not trigger.points:  # a message only: the outbox reference is the anchor
         members = members.exclude(pk__in=_sent("welcome:"))
     done = 0
@@ -139,8 +144,8 @@ def birthday_run(*, program: Program, at: datetime | None = None) -> int:
         .filter(birth_date__isnull=False)
         .annotate(_m=ExtractMonth("birth_date"), _d=ExtractDay("birth_date"))
         .filter(day_match)
-        .filter(~_reference_exists("birthday:", Value(str(target.year))))
     )
+    members = _without_reference(members, "birthday:", Value(str(target.year)))
     done = 0
     for member in _chunks(members):
         done += _bonus(trigger, member, f"birthday:{member.pk}:{target.year}", at, {})
@@ -159,10 +164,10 @@ def winback_run(*, program: Program, at: datetime | None = None) -> int:
         return 0
     zone = program_zone(program)
     last_day = Cast(TruncDate("last_purchase_at", tzinfo=zone), CharField())
-    members = (
-        _active(program)
-        .filter(last_purchase_at__lt=at - timedelta(days=trigger.days))
-        .filter(~_reference_exists("winback:", last_day))
+    members = _without_reference(
+        _active(program).filter(last_purchase_at__lt=at - timedelta(days=trigger.days)),
+        "winback:",
+        last_day,
     )
     done = 0
     for member in _chunks(members):
