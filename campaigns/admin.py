@@ -21,17 +21,23 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from campaigns import backtest as backtests
 from campaigns import segments as segment_jobs
 from campaigns import services
 from campaigns.models import (
+    Backtest,
     Campaign,
     CampaignVersion,
+    MessageTemplate,
+    OutboxMessage,
     PromoCode,
     PromoCodeBatch,
+    Referral,
     Segment,
     SegmentSize,
     Status,
     StatusChange,
+    Trigger,
 )
 from campaigns.validation import campaign_errors
 
@@ -118,7 +124,7 @@ class CampaignAdmin(admin.ModelAdmin):
     )
     filter_horizontal = ("stores", "tiers", "segments")
     inlines = (PromoCodeInline, StatusChangeInline, VersionInline)
-    actions = ("launch", "pause", "resume", "finish", "back_to_draft")
+    actions = ("launch", "pause", "resume", "finish", "back_to_draft", "backtest")
     fieldsets = (
         (
             None,
@@ -278,6 +284,117 @@ class CampaignAdmin(admin.ModelAdmin):
 
     def has_change_status_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("campaigns.change_campaign_status")
+
+    @admin.action(
+        description=gettext_lazy("Backtest over the last 30 days of purchases"),
+        permissions=["backtest"],
+    )
+    def backtest(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            backtests.backtest_start(campaign=campaign, days=30, by=request.user)
+        self.message_user(
+            request,
+            _("The backtest is running; its progress and result are under Backtests."),
+        )
+
+    def has_backtest_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.backtest_campaign")
+
+
+@admin.register(Backtest)
+class BacktestAdmin(admin.ModelAdmin):
+    list_display = ("campaign", "days", "state", "progress", "summary", "created_at")
+    list_select_related = ("campaign",)
+    list_filter = ("state",)
+    readonly_fields = (
+        "campaign",
+        "days",
+        "state",
+        "progress",
+        "summary",
+        "result",
+        "error",
+        "created_at",
+    )
+
+    @admin.display(description=gettext_lazy("result"))
+    def summary(self, obj: Backtest) -> str:
+        r = obj.result or {}
+        if obj.state != Backtest.State.DONE:
+            return "—"
+        return _(
+            "%(receipts)s of %(all)s receipts, %(members)s members, %(points)s points "
+            "(%(money)s); budget runs out: %(day)s"
+        ) % {
+            "receipts": r.get("receipts_matched"),
+            "all": r.get("receipts"),
+            "members": r.get("members_matched"),
+            "points": r.get("points"),
+            "money": r.get("money"),
+            "day": r.get("budget_runs_out_on") or _("never"),
+        }
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    list_display = ("kind", "program", "is_active", "points", "days", "expire_days")
+    list_filter = ("program", "kind", "is_active")
+    list_select_related = ("program",)
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    list_display = ("kind", "channel", "language", "program", "subject")
+    list_filter = ("program", "channel", "language", "kind")
+    list_select_related = ("program",)
+    search_fields = ("kind", "subject", "body")
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "kind", "channel", "to", "state", "attempts", "sent_at")
+    list_filter = ("state", "channel", "kind")
+    search_fields = ("to", "reference")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "program",
+        "member",
+        "channel",
+        "kind",
+        "reference",
+        "to",
+        "subject",
+        "body",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "provider_answer",
+        "created_at",
+        "sent_at",
+    )
+    raw_id_fields = ("member",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Referral)
+class ReferralAdmin(admin.ModelAdmin):
+    list_display = ("referrer", "referred", "created_at", "rewarded_at")
+    list_select_related = ("referrer", "referred")
+    readonly_fields = ("referrer", "referred", "created_at", "rewarded_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(CampaignVersion)
