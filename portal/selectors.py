@@ -391,9 +391,18 @@ def _campaigns_hook(name: str) -> Any:
 
 
 def referral_code(member: Member) -> str | None:
-    """The member's code to invite friends with, when the program runs referrals."""
-    hook = _campaigns_hook("referral_code_for")
-    return hook(member) if hook is not None else None
+    """The member's code to invite friends with, while the program rewards invitations.
+
+    Campaigns makes the code on first ask (`referral_code_get`); without an
+    active referral trigger there is nothing to invite to, so no code is shown.
+    """
+    from campaigns.models import Trigger, TriggerKind
+    from campaigns.triggers import referral_code_get
+
+    running = Trigger.objects.filter(
+        program_id=member.program_id, kind=TriggerKind.REFERRAL, is_active=True
+    ).exists()
+    return referral_code_get(member=member) if running else None
 
 
 def consents(member: Member) -> dict[str, bool]:

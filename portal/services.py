@@ -186,7 +186,7 @@ def code_dispatch(code_id: int, code: str, language: str) -> None:
 
 def code_deliver(*, code_id: int, code: str, language: str, now: Any = None) -> bool:
     """Send the code by SMS if it is for a member and still usable; True when sent."""
-    from portal.sms import sender
+    from portal import sms
 
     now = now or timezone.now()
     row = (
@@ -204,7 +204,7 @@ def code_deliver(*, code_id: int, code: str, language: str, now: Any = None) -> 
             "%(code)s is your sign-in code. It is valid for %(minutes)s min. "
             "Do not tell it to anyone, store staff included."
         ) % {"code": code, "minutes": minutes}
-    sender()(phone=row.phone, text=text)
+    sms.send(phone=row.phone, text=text)
     return True
 
 
@@ -387,25 +387,30 @@ def app_session_refresh(
         raise SessionInvalid()
     with transaction.atomic():
         session = (
-            MemberSession.objects.select_for_update()
+            MemberSession.objects.select_for_update(of=("self",))
             .filter(token_hash=token_hash(refresh_token), kind=MemberSession.Kind.REFRESH)
             .select_related("member")
             .first()
         )
         if session is None:
             raise SessionInvalid()
-        if session.revoked_at is not None:
-            # A refresh token is used once: seeing it again means someone copied it.
-            family_end(family=session.family, now=now)
-            raise SessionInvalid()
-        if session.expires_at <= now or session.member.status != Member.Status.ACTIVE:
-            raise SessionInvalid()
-        MemberSession.objects.filter(family=session.family, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
-        return _token_pair(
-            member=session.member, family=session.family, ip=ip, user_agent=user_agent, now=now
-        )
+        if session.revoked_at is None:
+            if session.expires_at <= now or session.member.status != Member.Status.ACTIVE:
+                raise SessionInvalid()
+            MemberSession.objects.filter(family=session.family, revoked_at__isnull=True).update(
+                revoked_at=now
+            )
+            return _token_pair(
+                member=session.member,
+                family=session.family,
+                ip=ip,
+                user_agent=user_agent,
+                now=now,
+            )
+    # A refresh token is used once: seeing it again means someone copied it. Ended
+    # outside the transaction above, which the SessionInvalid would roll back.
+    family_end(family=session.family, now=now)
+    raise SessionInvalid()
 
 
 def family_end(*, family: uuid.UUID, now: Any = None) -> int:

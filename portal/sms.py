@@ -1,48 +1,46 @@
-"""Sending the sign-in SMS through a replaceable sender.
+"""Sending the sign-in SMS through the messages provider of campaigns, or a replacement.
 
-The sender is a callable ``(*, phone, text) -> None`` named by the setting
-``PORTAL_SMS_SENDER``. Without it, the campaigns app's provider is used when it
-offers ``campaigns.messaging.send_sms``; a development install without any
-provider writes the message to the log instead (refused when DEBUG is off, so
-production never "sends" codes into a log file).
+A sign-in code is a transactional message the member asked for, not advertising:
+it goes straight to the provider (``campaigns.sms.provider()``, chosen by
+``SMS_PROVIDER``), not through the marketing outbox with its consent check,
+quiet hours and weekly cap. ``PORTAL_SMS_SENDER`` may name another callable
+``(*, phone, text)`` (tests use a fake); it returns a result with ``ok`` and
+``retry`` like ``campaigns.sms.SmsResult``, or None for "sent".
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from importlib import import_module
+from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from accounts.phones import phone_masked
 from portal.conf import setting
 
-Sender = Callable[..., None]
-logger = logging.getLogger("portal.sms")
+Sender = Callable[..., Any]
 
 
-def log_sender(*, phone: str, text: str) -> None:
-    """Development only: the message goes to the log, where the developer reads the code."""
-    if not settings.DEBUG:
-        raise ImproperlyConfigured(
-            "No SMS provider: set PORTAL_SMS_SENDER or configure the campaigns SMS provider."
-        )
-    logger.warning("SMS to %s (no provider configured, DEBUG): %s", phone_masked(phone), text)
+class SmsNotSent(Exception):
+    """The provider refused or could not be reached; `retry` says whether trying again helps."""
+
+    def __init__(self, answer: str, *, retry: bool) -> None:
+        super().__init__(answer)
+        self.retry = retry
 
 
-def _campaigns_sender() -> Sender | None:
-    try:
-        messaging = import_module("campaigns.messaging")
-    except ImportError:
-        return None
-    return getattr(messaging, "send_sms", None)
+def _provider_send(*, phone: str, text: str) -> Any:
+    from campaigns.sms import provider
+
+    return provider().send(phone=phone, text=text)
 
 
 def sender() -> Sender:
     path = setting("PORTAL_SMS_SENDER")
-    if path:
-        return import_string(path)
-    return _campaigns_sender() or log_sender
+    return import_string(path) if path else _provider_send
+
+
+def send(*, phone: str, text: str) -> None:
+    """Send one SMS now; SmsNotSent when the provider did not take it."""
+    result = sender()(phone=phone, text=text)
+    if result is not None and not getattr(result, "ok", True):
+        raise SmsNotSent(str(getattr(result, "answer", "")), retry=getattr(result, "retry", True))
