@@ -1,0 +1,30 @@
+"""Benchmarks: `python -m bench <name> [options]` runs bench/<name>.py's main(argv).
+
+`python -m bench` alone lists them. Each benchmark builds its own data in its
+own program, through the bulk paths, and prints its figures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def _names() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    runnable = [n for n in _names() if hasattr(importlib.import_module(f"bench.{n}"), "main")]
+    if not argv or argv[0] not in runnable:
+        print("usage: python -m bench <name> [options]; benchmarks: " + ", ".join(runnable))
+        return 0 if not argv else 2
+    return int(importlib.import_module(f"bench.{argv[0]}").main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
