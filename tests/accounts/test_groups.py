@@ -47,10 +47,13 @@ def test_support_works_with_members_but_not_with_programs_or_points() -> None:
     )
     assert not support.has_perm("programs.change_program")
     assert not support.has_perm("accounts.delete_member")
+    # Support may ask for a manual adjustment (finance approves it), never move points itself.
     point_changes = [
         p
         for p in support.get_all_permissions()
-        if p.startswith("ledger.") and not p.startswith("ledger.view_")
+        if p.startswith("ledger.")
+        and not p.startswith("ledger.view_")
+        and p != "ledger.add_adjustmentrequest"
     ]
     assert point_changes == []
 
@@ -69,9 +72,8 @@ def test_finance_reads_but_does_not_change_members() -> None:
     assert finance.has_perm("accounts.view_member")
     assert not finance.has_perm("accounts.change_member")
     assert not finance.has_perm("programs.change_program")
-    assert not [
-        p for p in finance.get_all_permissions() if p.startswith("accounts.") and "view_" not in p
-    ]
+    member_rights = {p for p in finance.get_all_permissions() if p.startswith("accounts.")}
+    assert {p for p in member_rights if "view_" not in p} <= {"accounts.export_members"}
 
 
 def test_administrators_have_every_permission() -> None:
