@@ -241,8 +241,8 @@ class CampaignStats(models.Model):
     treated_mean = models.FloatField(_("revenue per reached member"), null=True)
     holdout_mean = models.FloatField(_("revenue per holdout member"), null=True)
     uplift = models.FloatField(_("uplift per member"), null=True)
-    uplift_low = models.FloatField(_("uplift, 95% lower bound"), null=True)
-    uplift_high = models.FloatField(_("uplift, 95% upper bound"), null=True)
+    uplift_low = models.FloatField(_("uplift, lower bound"), null=True)
+    uplift_high = models.FloatField(_("uplift, upper bound"), null=True)
     computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
 
     class Meta:

@@ -80,7 +80,7 @@ DEFINITIONS: dict[str, Any] = {
     ),
     "uplift": _(
         "Revenue per reached member − revenue per holdout member over the campaign period, "
-        "with a 95 % confidence interval."
+        "with its 95-percent confidence interval."
     ),
 }
 
@@ -347,7 +347,7 @@ def campaigns_table(*, program: Program) -> Table:
         _("revenue of participants"),
         _("holdout members"),
         _("uplift per member"),
-        _("95% interval"),
+        _("confidence interval"),
     ]
     return Table(
         "campaigns", _("Campaigns, ranked by uplift"), columns, rows, DEFINITIONS["uplift"]

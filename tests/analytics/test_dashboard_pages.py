@@ -132,8 +132,8 @@ def test_finance_opens_the_liability_and_campaign_reports(client, program, campa
         "/admin/analytics/liability/", {"program": program.pk, "month": "2025-03"}
     )
     report = client.get("/admin/analytics/campaign-report/", {"program": program.pk})
-    export = client.get("/admin/analytics/liability/",
-                        {"program": program.pk, "month": "2025-03", "export": "1", "format": "csv"})  # fmt: skip
+    params = {"program": program.pk, "month": "2025-03", "export": "1", "format": "csv"}
+    export = client.get("/admin/analytics/liability/", params)
 
     assert liability.status_code == report.status_code == export.status_code == 200
     assert "HYPERLINK" in report.content.decode()
