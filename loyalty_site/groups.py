@@ -39,6 +39,12 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
         "ledger.view_*",
         "ledger.add_adjustmentrequest",
         "pos.view_*",
+        # Members' data deletion requests (the task list) and their sign-ins (a lost phone).
+        "portal.view_deletionrequest",
+        "portal.change_deletionrequest",
+        "portal.perform_deletionrequest",
+        "portal.view_membersession",
+        "portal.change_membersession",
     ],
     # Reads the points book, exports, approves manual adjustments (maker-checker).
     "finance": [
