@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,14 @@ from pos.models import Purchase
 from programs.models import Program, Tier
 from tests.pos.factories import Till, member_create, program_create, receipt, till_create
 
-__all__ = ["World", "member_create", "signed_in_client", "world_create"]
+__all__ = [
+    "FakeSms",
+    "World",
+    "fake_sms_install",
+    "member_create",
+    "signed_in_client",
+    "world_create",
+]
 
 
 @dataclass
@@ -91,3 +99,42 @@ def signed_in_client(member: Member, client: Client | None = None) -> Client:
 
 def api_tokens(member: Member) -> services.TokenPair:
     return services.app_session_start(member=member, ip="127.0.0.1")
+
+
+class FakeSms:
+    """Collects what would have been sent; the code is read back the way a member reads it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def __call__(self, *, phone: str, text: str) -> None:
+        self.sent.append((phone, text))
+
+    def to(self, phone: str) -> list[str]:
+        return [text for to, text in self.sent if to == phone]
+
+    def code(self, phone: str) -> str:
+        texts = self.to(phone)
+        assert texts, f"no SMS was sent to {phone}"
+        found = re.search(r"\b(\d{6})\b", texts[-1])
+        assert found, texts[-1]
+        return found.group(1)
+
+
+def fake_sms_install(monkeypatch: Any) -> FakeSms:
+    """Replace the SMS provider with a fake and deliver codes as soon as their row commits.
+
+    In production the delivery is a Celery task queued after the commit; here it
+    runs in the commit callback itself (tests that never commit run the callbacks
+    with django_capture_on_commit_callbacks).
+    """
+    fake = FakeSms()
+    monkeypatch.setattr("portal.sms.sender", lambda: fake)
+    monkeypatch.setattr(
+        services,
+        "code_dispatch",
+        lambda code_id, code, language: services.code_deliver(
+            code_id=code_id, code=code, language=language
+        ),
+    )
+    return fake
