@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -59,14 +59,17 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
-def _ranges(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """Consecutive days folded into (first, last) ranges."""
+def _ranges(
+    items: Iterable[dt.date],
+    step: Callable[[dt.date], dt.date] = lambda d: d + dt.timedelta(days=1),
+) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days (or months, with step=next month) folded into (first, last) runs."""
     out: list[tuple[dt.date, dt.date]] = []
-    for day in sorted(set(days)):
-        if out and day == out[-1][1] + dt.timedelta(days=1):
-            out[-1] = (out[-1][0], day)
+    for item in sorted(set(items)):
+        if out and item == step(out[-1][1]):
+            out[-1] = (out[-1][0], item)
         else:
-            out.append((day, day))
+            out.append((item, item))
     return out
 
 
@@ -454,15 +457,7 @@ def aggregates_refresh(*, program: Program) -> dict[str, int]:
         _lock(program)
         for first, last in _ranges(days):
             _rebuild_days(program, first, last)
-        month_list = sorted(months)
-        # Months are rebuilt in runs of consecutive months, like days.
-        runs: list[tuple[dt.date, dt.date]] = []
-        for month in month_list:
-            if runs and month == add_months(runs[-1][1], 1):
-                runs[-1] = (runs[-1][0], month)
-            else:
-                runs.append((month, month))
-        for first, last in runs:
+        for first, last in _ranges(months, lambda m: add_months(m, 1)):
             _rebuild_months(program, first, last)
         Watermark.objects.update_or_create(program=program, defaults={"seen_until": started})
     snapshots_take(program=program)

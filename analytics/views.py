@@ -5,7 +5,7 @@ Views only read a form and call selectors; exports go through analytics.exports.
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -112,37 +112,37 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     return render(request, "analytics/dashboard.html", context)
 
 
-def campaign_report_view(request: HttpRequest) -> HttpResponse:
+def _report(
+    request: HttpRequest, title: Any, table: Callable[[dict[str, Any]], selectors.Table]
+) -> HttpResponse:
+    """A report page: the form, one table, its CSV/XLSX download."""
     _require(request, "view_dashboard")
     form = _form(request)
-    context: dict[str, Any] = {**admin.site.each_context(request), "form": form}
-    context["title"] = _("Campaign report")
+    context: dict[str, Any] = {**admin.site.each_context(request), "form": form, "title": title}
     if form.is_valid():
-        table = selectors.campaigns_table(program=form.cleaned_data["program"])
+        data = form.cleaned_data
+        found = table(data)
         if request.GET.get("export"):
-            return _export(request, table)
-        context["table"] = table
-        context["query"] = f"program={form.cleaned_data['program'].pk}"
+            return _export(request, found)
+        context["table"] = found
+        context["query"] = f"program={data['program'].pk}&month={data['month']:%Y-%m}"
         context["can_export"] = request.user.has_perm("analytics.export_reports")
     return render(request, "analytics/report.html", context)
+
+
+def campaign_report_view(request: HttpRequest) -> HttpResponse:
+    return _report(
+        request,
+        _("Campaign report"),
+        lambda data: selectors.campaigns_table(program=data["program"]),
+    )
 
 
 def liability_view(request: HttpRequest) -> HttpResponse:
-    _require(request, "view_dashboard")
-    form = _form(request)
-    context: dict[str, Any] = {**admin.site.each_context(request), "form": form}
-    context["title"] = _("Points liability report")
-    if form.is_valid():
-        table = selectors.liability_report(
-            program=form.cleaned_data["program"],
-            months=12,
-            until=form.cleaned_data["month"] or dt.date.today(),
-        )
-        if request.GET.get("export"):
-            return _export(request, table)
-        context["table"] = table
-        context["query"] = (
-            f"program={form.cleaned_data['program'].pk}&month={form.cleaned_data['month']:%Y-%m}"
-        )
-        context["can_export"] = request.user.has_perm("analytics.export_reports")
-    return render(request, "analytics/report.html", context)
+    return _report(
+        request,
+        _("Points liability report"),
+        lambda data: selectors.liability_report(
+            program=data["program"], months=12, until=data["month"]
+        ),
+    )

@@ -27,13 +27,22 @@ def _setup() -> None:
     django.setup()
 
 
-def _defaults(model: Any, given: dict[str, str]) -> tuple[list[str], list[str], list[Any]]:
-    """Columns and SQL expressions for an INSERT … SELECT: `given` ones, the others' defaults."""
+def _defaults(
+    model: Any, given: dict[str, str], bound: dict[str, Any] | None = None
+) -> tuple[list[str], list[str], list[Any]]:
+    """Columns, SQL expressions and parameters for an INSERT … SELECT.
+
+    `given` maps columns to expressions; `bound[column]` is the value of the one
+    "%s" in that column's expression. Other columns get their field's default.
+    """
+    bound = bound or {}
     columns, expressions, params = [], [], []
     for field in model._meta.concrete_fields:
         if field.column in given:
             columns.append(field.column)
             expressions.append(given[field.column])
+            if field.column in bound:
+                params.append(bound[field.column])
             continue
         if field.primary_key and field.get_internal_type() in ("AutoField", "BigAutoField"):
             continue
@@ -44,10 +53,9 @@ def _defaults(model: Any, given: dict[str, str]) -> tuple[list[str], list[str], 
             continue
         if field.null:
             continue
-        default = field.get_default()
         columns.append(field.column)
         expressions.append("%s")
-        params.append(field.get_db_prep_save(default, connection=_connection()))
+        params.append(field.get_db_prep_save(field.get_default(), connection=_connection()))
     return columns, expressions, params
 
 
@@ -92,21 +100,12 @@ def _build(program: Any, members: int, purchases: int, first_day: dt.date, days:
                 "store_id": f"(%s::bigint[])[1 + g %% {len(stores)}]",
                 "updated_at": "now()",
             },
+            {"registered_at": start, "store_id": stores},
         )
-        # The two "%s" of the given expressions come first in column order; add them in place.
-        ordered: list[Any] = []
-        it = iter(params)
-        for col, expr in zip(cols, exprs, strict=True):
-            if col == "registered_at":
-                ordered.append(start)
-            elif col == "store_id":
-                ordered.append(stores)
-            elif expr == "%s":
-                ordered.append(next(it))
         cursor.execute(
             f"INSERT INTO accounts_member ({', '.join(cols)}) "
             f"SELECT {', '.join(exprs)} FROM generate_series(1, {members}) AS g",
-            ordered,
+            params,
         )
         cursor.execute(
             "CREATE TEMP TABLE bench_members AS SELECT row_number() OVER (ORDER BY id) AS rn, id "
@@ -167,23 +166,15 @@ def _purchases(
                 "created_at": "now()",
                 "completed_at": "now()",
             },
+            {"store_id": stores, "purchased_at": start},
         )
-        ordered: list[Any] = []
-        it = iter(params)
-        for col, expr in zip(cols, exprs, strict=True):
-            if col == "store_id":
-                ordered.append(stores)
-            elif col == "purchased_at":
-                ordered.append(start)
-            elif expr == "%s":
-                ordered.append(next(it))
         # Buyers are skewed (random()^3): a few buy very often, most rarely, as in retail.
         cursor.execute(
             f"INSERT INTO pos_purchase ({', '.join(cols)}) "
             f"SELECT {', '.join(exprs)} FROM (SELECT g, 1 + floor({members} * random() ^ 3)::bigint"
             f" AS rn FROM generate_series(1, {purchases}) AS g) AS s "
             "JOIN bench_members m ON m.rn = s.rn",
-            ordered,
+            params,
         )
         cols, exprs, params = _defaults(
             Transfer,
