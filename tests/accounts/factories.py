@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from decimal import Decimal
 from typing import Any
 
 import factory
@@ -11,38 +10,19 @@ from django.contrib.auth import get_user_model
 
 from accounts.models import Channel, Member
 from accounts.services import member_enroll
-from programs.models import Program, Store, Tier
+from programs.models import Program
+from tests.programs.factories import ProgramFactory, StoreFactory, TierFactory
 
 _phones = itertools.count(1000000)
 
-
-class ProgramFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Program
-        django_get_or_create = ("code",)
-
-    code = factory.Sequence(lambda n: f"prog{n}")
-    name = factory.Sequence(lambda n: f"Program {n}")
-
-
-class TierFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Tier
-
-    program = factory.SubFactory(ProgramFactory)
-    code = factory.Sequence(lambda n: f"tier{n}")
-    name = factory.Sequence(lambda n: f"Tier {n}")
-    threshold = factory.Sequence(lambda n: Decimal(n * 1000))
-    accrual_percent = Decimal("5")
-
-
-class StoreFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Store
-
-    program = factory.SubFactory(ProgramFactory)
-    code = factory.Sequence(lambda n: f"S{n}")
-    name = factory.Sequence(lambda n: f"Store {n}")
+__all__ = [
+    "ProgramFactory",
+    "StoreFactory",
+    "TierFactory",
+    "UserFactory",
+    "member_create",
+    "next_phone",
+]
 
 
 class UserFactory(factory.django.DjangoModelFactory):
