@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from io import StringIO
 
 import pytest
@@ -15,22 +14,19 @@ from programs.models import Program
 pytestmark = pytest.mark.django_db
 
 
-def test_the_demo_loads_a_program_and_a_thousand_members_quickly_and_only_once() -> None:
-    started = time.monotonic()
+def test_the_demo_loads_a_program_and_a_thousand_members_once() -> None:
     with CaptureQueriesContext(connection) as queries:
         call_command("demo_load", stdout=StringIO())
-    first_run = time.monotonic() - started
 
     program = Program.objects.get(code="demo")
     assert program.tiers.count() == 3
     assert program.stores.count() == 2
     members = Member.objects.filter(program=program)
     assert members.count() == 1000
-    # Quick: about 6 s on an idle machine. Wall time swings with the machine's
-    # load, so the firm bound is on the work done: a constant number of
-    # statements per member, none that grows with the members already there.
+    # Quick (about 6 s on an idle machine): a constant number of statements per
+    # member, none that grows with the members already there. No clock here:
+    # wall time on a shared machine says more about the machine.
     assert len(queries) < 13 * 1000 + 100
-    assert first_run < 60
     assert Card.objects.filter(member__program=program, status="active").count() == 1000
     assert not members.filter(tier__isnull=True).exists()
     assert Consent.objects.filter(member__program=program, kind="personal_data").count() == 1000
