@@ -351,6 +351,20 @@ MESSAGES_PER_MEMBER_PER_WEEK = env_int("MESSAGES_PER_MEMBER_PER_WEEK", 3, minimu
 # Seconds a process trusts its cached campaign rules before checking for changes.
 CAMPAIGN_RULES_CHECK_SECONDS = env_int("CAMPAIGN_RULES_CHECK_SECONDS", 2)
 
+# Member pages (/my/ and /api/v1/me/): which program they sign in to (empty: the only
+# one), session and token lifetimes, the proxy header with the client address (for
+# the per-address sign-in limits). portal/conf.py lists the other limits.
+PORTAL_PROGRAM = env_str("PORTAL_PROGRAM")
+PORTAL_SESSION_IDLE_MINUTES = env_int("PORTAL_SESSION_IDLE_MINUTES", 60, minimum=1)
+PORTAL_SESSION_MAX_HOURS = env_int("PORTAL_SESSION_MAX_HOURS", 12, minimum=1)
+PORTAL_ACCESS_TOKEN_MINUTES = env_int("PORTAL_ACCESS_TOKEN_MINUTES", 15, minimum=1)
+PORTAL_REFRESH_TOKEN_DAYS = env_int("PORTAL_REFRESH_TOKEN_DAYS", 30, minimum=1)
+PORTAL_IP_HEADER = env_str("PORTAL_IP_HEADER")
+CELERY_BEAT_SCHEDULE["portal-sign-in-purge"] = {
+    "task": "portal.sign_in_records_purge",
+    "schedule": _crontab(hour=4, minute=30),
+}
+
 # Longest wait for a member's points account row before LedgerBusy (409 + Retry-After).
 LEDGER_LOCK_TIMEOUT_MS = env_int("LEDGER_LOCK_TIMEOUT_MS", 2000, minimum=1)
 

@@ -513,3 +513,17 @@ def deletion_request_reject(*, request: DeletionRequest, by: Any, note: str) -> 
         locked.resolution = note
         locked.save(update_fields=["status", "handled_at", "handled_by", "resolution"])
     return locked
+
+
+def sign_in_records_purge(*, now: Any = None, keep_days: int = 7) -> dict[str, int]:
+    """Delete sign-in codes, failures and ended sessions older than the limits need.
+
+    The limits look back one hour; a week is kept for support to answer "I got
+    no code". Phones of nobody are in these rows too, so they must not pile up.
+    """
+    now = now or timezone.now()
+    before = now - datetime.timedelta(days=keep_days)
+    codes, _ = SignInCode.objects.filter(created_at__lt=before).delete()
+    failures, _ = SignInFailure.objects.filter(created_at__lt=before).delete()
+    sessions, _ = MemberSession.objects.filter(expires_at__lt=before).delete()
+    return {"codes": codes, "failures": failures, "sessions": sessions}

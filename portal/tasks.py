@@ -22,3 +22,9 @@ def sign_in_code_send_task(self: Task, code_id: int, code: str, language: str) -
         if not error.retry:
             raise
         raise self.retry(countdown=10 * (self.request.retries + 1)) from error
+
+
+@shared_task(name="portal.sign_in_records_purge", ignore_result=True)
+def sign_in_records_purge_task() -> dict[str, int]:
+    """Nightly: forget old sign-in codes, wrong guesses and ended sessions."""
+    return services.sign_in_records_purge()

@@ -8,30 +8,30 @@ from rest_framework import serializers
 from pos.api.serializers import BalanceOut, ExpiryOut, MemberSummaryOut, StrictSerializer
 
 
-class CodeRequestIn(StrictSerializer):
+class MeCodeRequestIn(StrictSerializer):
     phone = serializers.CharField(max_length=40)
     program = serializers.CharField(
         max_length=50, required=False, help_text=_("Program code; optional with one program.")
     )
 
 
-class CodeRequestOut(serializers.Serializer):
+class MeCodeRequestOut(serializers.Serializer):
     detail = serializers.CharField()
     expires_in = serializers.IntegerField(help_text=_("Seconds the code is valid."))
     resend_after = serializers.IntegerField(help_text=_("Seconds before a new code may be asked."))
 
 
-class TokenIn(StrictSerializer):
+class MeTokenIn(StrictSerializer):
     phone = serializers.CharField(max_length=40)
     code = serializers.CharField(max_length=12)
     program = serializers.CharField(max_length=50, required=False)
 
 
-class RefreshIn(StrictSerializer):
+class MeRefreshIn(StrictSerializer):
     refresh_token = serializers.CharField(max_length=200)
 
 
-class TokenOut(serializers.Serializer):
+class MeTokenOut(serializers.Serializer):
     token_type = serializers.CharField(default="Bearer")
     access_token = serializers.CharField()
     expires_in = serializers.IntegerField(source="access_expires_in")
@@ -43,30 +43,30 @@ class MeOut(MemberSummaryOut):
     pass
 
 
-class DatedPointsOut(serializers.Serializer):
+class MeDatedPointsOut(serializers.Serializer):
     date = serializers.DateField()
     points = serializers.IntegerField()
 
 
-class PointsOut(serializers.Serializer):
+class MePointsOut(serializers.Serializer):
     balance = BalanceOut()
     next_expiry = ExpiryOut(allow_null=True)
-    expiring = DatedPointsOut(many=True, help_text=_("Points that burn, per day, soonest first."))
-    pending = DatedPointsOut(
+    expiring = MeDatedPointsOut(many=True, help_text=_("Points that burn, per day, soonest first."))
+    pending = MeDatedPointsOut(
         many=True, help_text=_("Earned points that become spendable, per day.")
     )
 
 
-class TierRefOut(serializers.Serializer):
+class MeTierRefOut(serializers.Serializer):
     code = serializers.CharField()
     name = serializers.CharField()
     threshold = serializers.DecimalField(max_digits=14, decimal_places=2)
     accrual_percent = serializers.DecimalField(max_digits=5, decimal_places=2)
 
 
-class TierProgressOut(serializers.Serializer):
-    current = TierRefOut(allow_null=True)
-    next = TierRefOut(allow_null=True)
+class MeTierProgressOut(serializers.Serializer):
+    current = MeTierRefOut(allow_null=True)
+    next = MeTierRefOut(allow_null=True)
     qualifying_spend = serializers.DecimalField(max_digits=14, decimal_places=2)
     spend_to_next = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
     window_days = serializers.IntegerField(allow_null=True)
@@ -83,7 +83,7 @@ class TierProgressOut(serializers.Serializer):
     )
 
 
-class HistoryItemOut(serializers.Serializer):
+class MeHistoryItemOut(serializers.Serializer):
     id = serializers.CharField()
     created_at = serializers.DateTimeField()
     kind = serializers.CharField()
@@ -93,12 +93,12 @@ class HistoryItemOut(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
-class HistoryPageOut(serializers.Serializer):
-    results = HistoryItemOut(many=True)
+class MeHistoryPageOut(serializers.Serializer):
+    results = MeHistoryItemOut(many=True)
     next = serializers.URLField(allow_null=True)
 
 
-class RefundOut(serializers.Serializer):
+class MeRefundOut(serializers.Serializer):
     id = serializers.UUIDField()
     refund_number = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -107,7 +107,7 @@ class RefundOut(serializers.Serializer):
     points_returned = serializers.IntegerField()
 
 
-class PurchaseLineOut(serializers.Serializer):
+class MePurchaseLineOut(serializers.Serializer):
     line_no = serializers.IntegerField()
     sku = serializers.CharField()
     name = serializers.CharField()
@@ -117,7 +117,7 @@ class PurchaseLineOut(serializers.Serializer):
     redeemed_points = serializers.IntegerField()
 
 
-class PurchaseOut(serializers.Serializer):
+class MePurchaseOut(serializers.Serializer):
     id = serializers.UUIDField()
     receipt_number = serializers.CharField()
     status = serializers.CharField()
@@ -129,19 +129,19 @@ class PurchaseOut(serializers.Serializer):
     earned_points = serializers.IntegerField()
     redeemed_points = serializers.IntegerField()
     refunded_amount = serializers.DecimalField(max_digits=14, decimal_places=2)
-    refunds = RefundOut(many=True, source="refunds.all")
+    refunds = MeRefundOut(many=True, source="refunds.all")
 
 
-class PurchaseDetailOut(PurchaseOut):
-    lines = PurchaseLineOut(many=True, source="lines.all")
+class MePurchaseDetailOut(MePurchaseOut):
+    lines = MePurchaseLineOut(many=True, source="lines.all")
 
 
-class PurchasePageOut(serializers.Serializer):
-    results = PurchaseOut(many=True)
+class MePurchasePageOut(serializers.Serializer):
+    results = MePurchaseOut(many=True)
     next = serializers.URLField(allow_null=True)
 
 
-class OfferOut(serializers.Serializer):
+class MeOfferOut(serializers.Serializer):
     id = serializers.CharField()
     name = serializers.CharField()
     description = serializers.CharField()
@@ -150,18 +150,18 @@ class OfferOut(serializers.Serializer):
     code = serializers.CharField(allow_null=True, help_text=_("The member's promo code for it."))
 
 
-class PromoCodeOut(serializers.Serializer):
+class MePromoCodeOut(serializers.Serializer):
     code = serializers.CharField()
     campaign = serializers.CharField(source="campaign.name")
     valid_until = serializers.DateTimeField(allow_null=True)
 
 
-class OffersOut(serializers.Serializer):
-    offers = OfferOut(many=True)
-    promo_codes = PromoCodeOut(many=True)
+class MeOffersOut(serializers.Serializer):
+    offers = MeOfferOut(many=True)
+    promo_codes = MePromoCodeOut(many=True)
 
 
-class CardOut(serializers.Serializer):
+class MeCardOut(serializers.Serializer):
     number = serializers.CharField(allow_null=True)
     symbology = serializers.ChoiceField(choices=["ean13", "code128"], allow_null=True)
     barcode_svg = serializers.CharField(allow_null=True)
@@ -169,24 +169,24 @@ class CardOut(serializers.Serializer):
     referral_code = serializers.CharField(allow_null=True)
 
 
-class ConsentsOut(serializers.Serializer):
+class MeConsentsOut(serializers.Serializer):
     personal_data = serializers.BooleanField(read_only=True)
     marketing_sms = serializers.BooleanField()
     marketing_email = serializers.BooleanField()
     third_party = serializers.BooleanField()
 
 
-class ConsentsIn(StrictSerializer):
+class MeConsentsIn(StrictSerializer):
     marketing_sms = serializers.BooleanField(required=False)
     marketing_email = serializers.BooleanField(required=False)
     third_party = serializers.BooleanField(required=False)
 
 
-class DeletionIn(StrictSerializer):
+class MeDeletionIn(StrictSerializer):
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 
 
-class DeletionOut(serializers.Serializer):
+class MeDeletionOut(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
     created_at = serializers.DateTimeField()

@@ -105,17 +105,18 @@ def _page_url(request: Request, cursor: str | None) -> str | None:
 @extend_schema(tags=[TAG])
 class CodeRequestView(SignInView):
     @extend_schema(
+        operation_id="me_sign_in_code",
         summary="Send a sign-in code by SMS",
         description=(
             "Answers 202 for every well-formed phone, whether or not it is a member's: "
             "the SMS goes only to members. Limited per phone and per address (429)."
         ),
-        request=s.CodeRequestIn,
-        responses={202: s.CodeRequestOut, **ERRORS},
+        request=s.MeCodeRequestIn,
+        responses={202: s.MeCodeRequestOut, **ERRORS},
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        data = self.validated(s.CodeRequestIn)
+        data = self.validated(s.MeCodeRequestIn)
         program = self.program(data.get("program"))
         try:
             sent = services.code_request(
@@ -139,13 +140,14 @@ class CodeRequestView(SignInView):
 @extend_schema(tags=[TAG])
 class TokenView(SignInView):
     @extend_schema(
+        operation_id="me_sign_in_token",
         summary="Exchange the SMS code for tokens",
-        request=s.TokenIn,
-        responses={200: s.TokenOut, **ERRORS},
+        request=s.MeTokenIn,
+        responses={200: s.MeTokenOut, **ERRORS},
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        data = self.validated(s.TokenIn)
+        data = self.validated(s.MeTokenIn)
         program = self.program(data.get("program"))
         try:
             member = services.code_verify(
@@ -158,20 +160,21 @@ class TokenView(SignInView):
         pair = services.app_session_start(
             member=member, ip=client_ip(request), user_agent=user_agent(request)
         )
-        return Response(self.data(s.TokenOut, pair))
+        return Response(self.data(s.MeTokenOut, pair))
 
 
 @extend_schema(tags=[TAG])
 class RefreshView(SignInView):
     @extend_schema(
+        operation_id="me_token_refresh",
         summary="Renew the access token",
         description="A refresh token works once; it is replaced by the one in the answer.",
-        request=s.RefreshIn,
-        responses={200: s.TokenOut, **ERRORS},
+        request=s.MeRefreshIn,
+        responses={200: s.MeTokenOut, **ERRORS},
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        data = self.validated(s.RefreshIn)
+        data = self.validated(s.MeRefreshIn)
         try:
             pair = services.app_session_refresh(
                 refresh_token=data["refresh_token"],
@@ -180,12 +183,13 @@ class RefreshView(SignInView):
             )
         except services.SessionInvalid:
             raise TokenInvalid(_("The refresh token is not valid; sign in again.")) from None
-        return Response(self.data(s.TokenOut, pair))
+        return Response(self.data(s.MeTokenOut, pair))
 
 
 @extend_schema(tags=[TAG])
 class SignOutView(MemberApiView):
     @extend_schema(
+        operation_id="me_sign_out",
         summary="Sign out (ends the access and refresh token)",
         request=None,
         responses={204: None, **ERRORS},
@@ -198,7 +202,11 @@ class SignOutView(MemberApiView):
 
 @extend_schema(tags=[TAG])
 class MeView(MemberApiView):
-    @extend_schema(summary="The signed-in member", responses={200: s.MeOut, **ERRORS})
+    @extend_schema(
+        operation_id="me_retrieve",
+        summary="The signed-in member",
+        responses={200: s.MeOut, **ERRORS},
+    )
     def get(self, request: Request) -> Response:
         return Response(selectors.summary(self.member))
 
@@ -206,7 +214,9 @@ class MeView(MemberApiView):
 @extend_schema(tags=[TAG])
 class PointsView(MemberApiView):
     @extend_schema(
-        summary="Balance, what expires when, pending points", responses={200: s.PointsOut, **ERRORS}
+        operation_id="me_points",
+        summary="Balance, what expires when, pending points",
+        responses={200: s.MePointsOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         member = self.member
@@ -217,17 +227,18 @@ class PointsView(MemberApiView):
             "expiring": expiring,
             "pending": selectors.pending_schedule(member),
         }
-        return Response(self.data(s.PointsOut, body))
+        return Response(self.data(s.MePointsOut, body))
 
 
 @extend_schema(tags=[TAG])
 class TierView(MemberApiView):
     @extend_schema(
+        operation_id="me_tier",
         summary="Tier, spend to the next one, what keeps the current one",
-        responses={200: s.TierProgressOut, **ERRORS},
+        responses={200: s.MeTierProgressOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        return Response(self.data(s.TierProgressOut, selectors.tier_progress(self.member)))
+        return Response(self.data(s.MeTierProgressOut, selectors.tier_progress(self.member)))
 
 
 CURSOR = OpenApiParameter("cursor", str, description="`next` of the previous page carries it.")
@@ -236,61 +247,66 @@ CURSOR = OpenApiParameter("cursor", str, description="`next` of the previous pag
 @extend_schema(tags=[TAG])
 class TransactionsView(MemberApiView):
     @extend_schema(
+        operation_id="me_transactions_list",
         summary="Points history, newest first",
         parameters=[CURSOR],
-        responses={200: s.HistoryPageOut, **ERRORS},
+        responses={200: s.MeHistoryPageOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         page = selectors.history_page(self.member, cursor=request.query_params.get("cursor"))
         body = {"results": page.items, "next": _page_url(request, page.next_cursor)}
-        return Response(self.data(s.HistoryPageOut, body))
+        return Response(self.data(s.MeHistoryPageOut, body))
 
 
 @extend_schema(tags=[TAG])
 class PurchasesView(MemberApiView):
     @extend_schema(
+        operation_id="me_purchases_list",
         summary="Purchases with points earned and spent, and refunds",
         parameters=[CURSOR],
-        responses={200: s.PurchasePageOut, **ERRORS},
+        responses={200: s.MePurchasePageOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         page = selectors.purchases_page(self.member, cursor=request.query_params.get("cursor"))
         body = {"results": page.items, "next": _page_url(request, page.next_cursor)}
-        return Response(self.data(s.PurchasePageOut, body))
+        return Response(self.data(s.MePurchasePageOut, body))
 
 
 @extend_schema(tags=[TAG])
 class PurchaseView(MemberApiView):
     @extend_schema(
+        operation_id="me_purchase_retrieve",
         summary="One purchase with its lines and refunds",
-        responses={200: s.PurchaseDetailOut, **ERRORS},
+        responses={200: s.MePurchaseDetailOut, **ERRORS},
     )
     def get(self, request: Request, purchase_id: str) -> Response:
         purchase = selectors.purchase_of(self.member, purchase_id)
         if purchase is None:
             raise NotFound(_("No such purchase."))
-        return Response(self.data(s.PurchaseDetailOut, purchase))
+        return Response(self.data(s.MePurchaseDetailOut, purchase))
 
 
 @extend_schema(tags=[TAG])
 class OffersView(MemberApiView):
     @extend_schema(
+        operation_id="me_offers",
         summary="Offers for the member and their promo codes",
-        responses={200: s.OffersOut, **ERRORS},
+        responses={200: s.MeOffersOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         body = {
             "offers": selectors.offers(self.member),
             "promo_codes": selectors.promo_codes(self.member),
         }
-        return Response(self.data(s.OffersOut, body))
+        return Response(self.data(s.MeOffersOut, body))
 
 
 @extend_schema(tags=[TAG])
 class CardView(MemberApiView):
     @extend_schema(
+        operation_id="me_card",
         summary="The digital card: number, barcode and QR code (SVG), referral code",
-        responses={200: s.CardOut, **ERRORS},
+        responses={200: s.MeCardOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         number = selectors.card_number(self.member)
@@ -301,33 +317,39 @@ class CardView(MemberApiView):
             "qr_svg": barcodes.qr_svg(number) if number else None,
             "referral_code": selectors.referral_code(self.member),
         }
-        return Response(self.data(s.CardOut, body))
+        return Response(self.data(s.MeCardOut, body))
 
 
 @extend_schema(tags=[TAG])
 class ConsentsView(MemberApiView):
-    @extend_schema(summary="Consents", responses={200: s.ConsentsOut, **ERRORS})
+    @extend_schema(
+        operation_id="me_consents_retrieve",
+        summary="Consents",
+        responses={200: s.MeConsentsOut, **ERRORS},
+    )
     def get(self, request: Request) -> Response:
-        return Response(self.data(s.ConsentsOut, selectors.consents(self.member)))
+        return Response(self.data(s.MeConsentsOut, selectors.consents(self.member)))
 
     @extend_schema(
+        operation_id="me_consents_update",
         summary="Give or withdraw consents (in force at once)",
         description="Withdrawing consent to personal data processing is a deletion request.",
-        request=s.ConsentsIn,
-        responses={200: s.ConsentsOut, **ERRORS},
+        request=s.MeConsentsIn,
+        responses={200: s.MeConsentsOut, **ERRORS},
     )
     def patch(self, request: Request) -> Response:
-        found = s.ConsentsIn(data=request.data)
+        found = s.MeConsentsIn(data=request.data)
         found.is_valid(raise_exception=True)
         services.consents_change(member=self.member, wanted=dict(found.validated_data))
-        return Response(self.data(s.ConsentsOut, selectors.consents(self.member)))
+        return Response(self.data(s.MeConsentsOut, selectors.consents(self.member)))
 
 
 @extend_schema(tags=[TAG])
 class DeletionRequestView(MemberApiView):
     @extend_schema(
+        operation_id="me_deletion_request_retrieve",
         summary="The open request to delete the member's data",
-        responses={200: s.DeletionOut, **ERRORS},
+        responses={200: s.MeDeletionOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
         found = DeletionRequest.objects.filter(
@@ -335,18 +357,19 @@ class DeletionRequestView(MemberApiView):
         ).first()
         if found is None:
             raise NotFound(_("There is no open deletion request."))
-        return Response(self.data(s.DeletionOut, found))
+        return Response(self.data(s.MeDeletionOut, found))
 
     @extend_schema(
+        operation_id="me_deletion_request_create",
         summary="Ask support to delete the member's data",
-        request=s.DeletionIn,
-        responses={201: s.DeletionOut, 200: s.DeletionOut, **ERRORS},
+        request=s.MeDeletionIn,
+        responses={201: s.MeDeletionOut, 200: s.MeDeletionOut, **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        found = s.DeletionIn(data=request.data or {})
+        found = s.MeDeletionIn(data=request.data or {})
         found.is_valid(raise_exception=True)
         item, created = services.deletion_request_create(
             member=self.member, comment=found.validated_data.get("comment", "")
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(self.data(s.DeletionOut, item), status=code)
+        return Response(self.data(s.MeDeletionOut, item), status=code)

@@ -371,3 +371,15 @@ def test_without_a_token_the_api_answers_401_in_the_error_shape(program) -> None
     response = Client().get("/api/v1/me/points")
     assert response.status_code == 401
     assert set(response.json()) >= {"code", "detail"}
+
+
+def test_old_sign_in_records_are_purged_nightly(program, member) -> None:  # type: ignore[no-untyped-def]
+    old = timezone.now() - datetime.timedelta(days=8)
+    services.code_request(program=program, phone=next_phone(), ip="10.2.2.2", now=old)
+    services.code_request(program=program, phone=member.phone, ip="10.2.2.2")
+    SignInFailure.objects.create(program=program, phone=member.phone, created_at=old)
+    services.web_session_start(member=member, ip=None, now=old)
+    fresh = services.web_session_start(member=member, ip=None)
+    assert services.sign_in_records_purge() == {"codes": 1, "failures": 1, "sessions": 1}
+    assert SignInCode.objects.get().phone == member.phone
+    assert services.session_member(token=fresh, kinds=("web",)) == member
