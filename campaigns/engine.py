@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
-from math import ceil, floor
+from math import gcd
 
 from django.utils.translation import gettext as _
 
-from programs.earning import CampaignEarning, ReceiptFacts, Rules, spread_exact
+from programs.earning import CampaignEarning, ReceiptFacts, Rules
 
 HUNDRED = Fraction(100)
 
@@ -152,9 +152,27 @@ class Rule:
     expire_days: int | None = None
     receipt_message: str = ""
 
-    @property
-    def has_line_condition(self) -> bool:
-        return bool(self.line_categories or self.line_skus)
+    # Exact forms of the effects, computed once per rule (not per receipt line).
+    # (numerator, denominator) of the effects, computed once per rule.
+    percent_f: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 1))
+    multiplier_f: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 1))
+    unit_f: tuple[int, int] = field(init=False, repr=False, compare=False, default=(0, 1))
+    has_line_condition: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        def pair(value: Fraction | None) -> tuple[int, int]:
+            return (value.numerator, value.denominator) if value else (0, 1)
+
+        put(
+            "percent_f",
+            pair(Fraction(self.extra_percent) / HUNDRED if self.extra_percent else None),
+        )
+        put("multiplier_f", pair(Fraction(self.multiplier) - 1 if self.multiplier else None))
+        put("unit_f", pair(Fraction(self.unit_points) if self.unit_points else None))
+        put("has_line_condition", bool(self.line_categories or self.line_skus))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +193,8 @@ class Evaluation:
     line_extra_points: dict[int, int]  # line_no -> campaign points of the line
     campaign_line_points: dict[int, dict[int, int]]  # campaign id -> line_no -> points
     breakdown: tuple[CampaignPoints, ...]  # applied campaigns in the order applied
-    exact: dict[int, list[Fraction]]  # campaign id -> exact points per line (line order)
+    exact_numerators: dict[int, list[int]]  # campaign id -> exact points per line × denominator
+    denominator: int
     messages: tuple[str, ...]
     coupon_problems: dict[str, str]  # code -> reason
     coupons_applied: dict[str, int]  # code -> campaign id
@@ -184,6 +203,12 @@ class Evaluation:
     @property
     def applied(self) -> tuple[CampaignPoints, ...]:
         return self.breakdown
+
+    @property
+    def exact(self) -> dict[int, list[Fraction]]:
+        """Campaign id -> exact extra points per line (line order), as Fractions."""
+        d = self.denominator
+        return {cid: [Fraction(n, d) for n in ns] for cid, ns in self.exact_numerators.items()}
 
 
 # --- conditions ------------------------------------------------------------
@@ -280,52 +305,140 @@ def _effect_lines(rule: Rule, lines: Sequence[Line]) -> list[bool]:
     return [not line.excluded for line in lines]
 
 
-def campaign_exact(rule: Rule, receipt: Receipt) -> list[Fraction]:
-    """Exact extra points per line that the rule's effects give this receipt."""
+class _Scale:
+    """Exact values as integer numerators over one common denominator per receipt.
+
+    Fractions are exact but slow (a gcd per operation); a receipt's values all
+    have small denominators (kopecks, percent with two places, the point value,
+    the base points the till passes, a receipt bonus's split), so they are kept
+    as ints over their least common denominator `d`, which grows (and rescales
+    what is stored) only when a new denominator appears.
+    """
+
+    def __init__(self) -> None:
+        self.d = 1
+        self.stored: list[list[int]] = []
+
+    def fit(self, den: int) -> int:
+        """Make `d` a multiple of `den`; returns d // den."""
+        if self.d % den:
+            new = self.d * den // gcd(self.d, den)
+            factor = new // self.d
+            for values in self.stored:
+                for i, v in enumerate(values):
+                    values[i] = v * factor
+            self.d = new
+        return self.d // den
+
+    def keep(self, values: list[int]) -> list[int]:
+        self.stored.append(values)
+        return values
+
+
+@dataclass(slots=True)
+class _Lines:
+    """Per-receipt exact values of the lines as (numerator, denominator), computed once."""
+
+    earn_per_point: list[tuple[int, int]]
+    amount: list[tuple[int, int]]
+    quantity: list[tuple[int, int]]
+    base: list[tuple[int, int]]
+
+
+def _pair(value: Fraction) -> tuple[int, int]:
+    return value.numerator, value.denominator
+
+
+def _lines_of(receipt: Receipt) -> _Lines:
+    per_point = Fraction(receipt.point_value)
+    return _Lines(
+        earn_per_point=[_pair(Fraction(x.earn_amount) / per_point) for x in receipt.lines],
+        amount=[_pair(Fraction(x.amount)) for x in receipt.lines],
+        quantity=[_pair(Fraction(x.quantity)) for x in receipt.lines],
+        base=[_pair(Fraction(x.base_points)) for x in receipt.lines],
+    )
+
+
+ZERO = Fraction(0)
+
+
+def _add_product(
+    out: list[int], scale: _Scale, i: int, a: tuple[int, int], b: tuple[int, int]
+) -> None:
+    """out[i] += a × b, exactly, at the scale's denominator ((numerator, denominator) pairs)."""
+    if a[0] and b[0]:
+        out[i] += a[0] * b[0] * scale.fit(a[1] * b[1])
+
+
+def _campaign_ints(rule: Rule, receipt: Receipt, vals: _Lines, scale: _Scale) -> list[int]:
+    """Exact extra points per line that the rule's effects give, as numerators over scale.d."""
     lines = receipt.lines
     touched = _effect_lines(rule, lines)
-    per_point = Fraction(receipt.point_value)
-    exact = [Fraction(0)] * len(lines)
+    out = scale.keep([0] * len(lines))
+    percent, multiplier, unit = rule.percent_f, rule.multiplier_f, rule.unit_f
     for i, line in enumerate(lines):
-        if not touched[i]:
-            continue
-        if rule.extra_percent:
-            percent = Fraction(rule.extra_percent) / HUNDRED
-            exact[i] += Fraction(line.earn_amount) * percent / per_point
-        if rule.multiplier:
-            exact[i] += line.base_points * (Fraction(rule.multiplier) - 1)
-    if rule.unit_points:
-        for i, line in enumerate(lines):
-            if line.sku in rule.unit_skus and not line.excluded:
-                exact[i] += Fraction(line.quantity) * Fraction(rule.unit_points)
+        if touched[i]:
+            if percent[0]:
+                _add_product(out, scale, i, vals.earn_per_point[i], percent)
+            if multiplier[0]:
+                _add_product(out, scale, i, vals.base[i], multiplier)
+        if unit[0] and line.sku in rule.unit_skus and not line.excluded:
+            _add_product(out, scale, i, vals.quantity[i], unit)
     if rule.fixed_points:
         # A receipt bonus is carried by the lines it rewards, in proportion to their
         # amounts, so a refund of those lines takes its share back.
-        weights = [
-            Fraction(line.amount) if touched[i] else Fraction(0) for i, line in enumerate(lines)
-        ]
-        weight_sum = sum(weights, Fraction(0))
+        weight_sum = sum((Fraction(*vals.amount[i]) for i in range(len(lines)) if touched[i]), ZERO)
         if weight_sum > 0:
-            for i, w in enumerate(weights):
-                exact[i] += Fraction(rule.fixed_points) * w / weight_sum
-    return [max(Fraction(0), e) for e in exact]
+            share = _pair(Fraction(rule.fixed_points) / weight_sum)
+            for i in range(len(lines)):
+                if touched[i]:
+                    _add_product(out, scale, i, vals.amount[i], share)
+    for i, v in enumerate(out):
+        if v < 0:
+            out[i] = 0
+    return out
 
 
-def _scale_to(exact: list[Fraction], cap: int) -> list[Fraction]:
-    total = sum(exact, Fraction(0))
-    if total <= cap:
-        return exact
+def campaign_exact(rule: Rule, receipt: Receipt) -> list[Fraction]:
+    """Exact extra points per line that the rule's effects give this receipt."""
+    scale = _Scale()
+    ints = _campaign_ints(rule, receipt, _lines_of(receipt), scale)
+    return [Fraction(v, scale.d) for v in ints]
+
+
+def _cap(values: list[int], scale: _Scale, cap: int) -> None:
+    """Scale `values` down in place so that they add up to `cap` points (a member limit)."""
+    total = sum(values)
+    if total <= cap * scale.d:
+        return
     if cap <= 0:
-        return [Fraction(0)] * len(exact)
-    return [e * cap / total for e in exact]
+        values[:] = [0] * len(values)
+        return
+    # v × cap × d / total over d: bring `total` into the denominator first.
+    k = scale.fit(scale.d * total // gcd(scale.d, total))
+    del k
+    total = sum(values)  # rescaled with the others
+    values[:] = [v * cap * scale.d // total for v in values]
+
+
+def _spread(total: int, numerators: Sequence[int], d: int) -> list[int]:
+    """programs.earning.spread_exact on numerators over `d` (the same rule, in ints)."""
+    parts = [n // d for n in numerators]
+    left = total - sum(parts)
+    if left < 0 or left > len(parts):
+        raise ValueError("total does not fit the exact shares")
+    order = sorted(range(len(parts)), key=lambda i: numerators[i] - parts[i] * d, reverse=True)
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
 
 
 # --- evaluation ------------------------------------------------------------
 
 
 def _choose(
-    receipt: Receipt, rules: Sequence[Rule], exclude: frozenset[int]
-) -> tuple[list[tuple[Rule, list[Fraction]]], dict[str, str], dict[str, int], list[int]]:
+    receipt: Receipt, rules: Sequence[Rule], exclude: frozenset[int], scale: _Scale
+) -> tuple[list[tuple[Rule, list[int]]], dict[str, str], dict[str, int], list[int]]:
     member = receipt.member
     problems: dict[str, str] = {}
     codes_by_campaign: dict[int, str] = {}
@@ -339,8 +452,9 @@ def _choose(
         else:
             codes_by_campaign[coupon.campaign_id] = coupon.code
 
-    chosen: list[tuple[Rule, list[Fraction]]] = []
+    chosen: list[tuple[Rule, list[int]]] = []
     held_out: list[int] = []
+    vals: _Lines | None = None
     if member is not None:
         today = receipt.local_time.date()
         ordered = sorted(rules, key=lambda r: (-r.priority, r.campaign_id))
@@ -354,15 +468,17 @@ def _choose(
             if rule.limit_times is not None:
                 if member.usage.get(rule.campaign_id, Usage()).times >= rule.limit_times:
                     continue
-            exact = campaign_exact(rule, receipt)
+            if vals is None:
+                vals = _lines_of(receipt)
+            exact = _campaign_ints(rule, receipt, vals, scale)
             if rule.limit_points is not None:
                 used = member.usage.get(rule.campaign_id, Usage()).points
-                exact = _scale_to(exact, rule.limit_points - used)
-            gives = sum(exact, Fraction(0))
+                _cap(exact, scale, rule.limit_points - used)
+            gives = sum(exact)
             if gives <= 0:
                 continue
             left = receipt.budgets_left.get(rule.campaign_id)
-            if left is not None and ceil(gives) > left:
+            if left is not None and -(-gives // scale.d) > left:
                 continue  # all or nothing: a receipt never gets a part of a bonus
             if in_holdout(rule.campaign_id, member.member_id, rule.holdout_percent):
                 held_out.append(rule.campaign_id)
@@ -390,19 +506,29 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
     `exclude` leaves campaigns out (those whose budget ran out at commit).
     Deterministic: the same receipt and rules always give the same result.
     """
-    chosen, problems, applied_codes, held_out = _choose(receipt, rules, frozenset(exclude))
+    scale = _Scale()
+    chosen, problems, applied_codes, held_out = _choose(receipt, rules, frozenset(exclude), scale)
     lines = receipt.lines
-    base_exact = [line.base_points for line in lines]
-    sources = [base_exact] + [exact for _rule, exact in chosen]
-    line_exact = [sum((src[i] for src in sources), Fraction(0)) for i in range(len(lines))]
-    total = floor(sum(line_exact, Fraction(0)))
-    line_ints = spread_exact(total, line_exact) if lines else []
-    source_ints = spread_exact(total, [sum(src, Fraction(0)) for src in sources])
+    base = scale.keep([0] * len(lines))
+    for i, line in enumerate(lines):
+        b = Fraction(line.base_points)
+        if b:
+            base[i] = b.numerator * scale.fit(b.denominator)
+    d = scale.d
+    sources = [base] + [exact for _rule, exact in chosen]
+    if len(sources) == 1:
+        line_exact = base
+    else:
+        line_exact = [sum(src[i] for src in sources) for i in range(len(lines))]
+    total = sum(line_exact) // d
+    line_ints = _spread(total, line_exact, d) if lines else []
+    source_ints = _spread(total, [sum(src) for src in sources], d)
 
     breakdown: list[CampaignPoints] = []
     campaign_lines: dict[int, dict[int, int]] = {}
     line_extra = {line.line_no: 0 for line in lines}
     messages: list[str] = []
+    template = _("%(name)s: +%(points)d points") if chosen else ""
     for (rule, exact), points in zip(chosen, source_ints[1:], strict=True):
         breakdown.append(
             CampaignPoints(
@@ -413,14 +539,14 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
                 expire_days=rule.expire_days,
             )
         )
-        shares = spread_exact(points, exact) if points else [0] * len(lines)
+        shares = _spread(points, exact, d) if points else [0] * len(lines)
         campaign_lines[rule.campaign_id] = {
             line.line_no: share for line, share in zip(lines, shares, strict=True)
         }
         for line, share in zip(lines, shares, strict=True):
             line_extra[line.line_no] += share
         if points:
-            messages.append(_campaign_message(rule, points))
+            messages.append(_campaign_message(rule, points, template))
     if receipt.member is not None:
         messages.extend(_expiry_messages(receipt.member, receipt.local_time.date()))
     extra = sum(p.points for p in breakdown)
@@ -432,7 +558,8 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
         line_extra_points=line_extra,
         campaign_line_points=campaign_lines,
         breakdown=tuple(breakdown),
-        exact={rule.campaign_id: exact for rule, exact in chosen},
+        exact_numerators={rule.campaign_id: exact for rule, exact in chosen},
+        denominator=d,
         messages=tuple(messages),
         coupon_problems=problems,
         coupons_applied=applied_codes,
@@ -445,10 +572,10 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
 EXPIRY_NOTICE_DAYS = 30
 
 
-def _campaign_message(rule: Rule, points: int) -> str:
+def _campaign_message(rule: Rule, points: int, template: str) -> str:
     if rule.receipt_message:
         return rule.receipt_message.replace("{points}", str(points))
-    return _("%(name)s: +%(points)d points") % {"name": rule.name, "points": points}
+    return template % {"name": rule.name, "points": points}
 
 
 def _expiry_messages(member: MemberFacts, today: date) -> list[str]:
@@ -545,9 +672,7 @@ def earning_step(
         if result is not None:
             result.evaluation = evaluation
         return CampaignEarning(
-            per_campaign={
-                str(p.campaign_id): evaluation.exact[p.campaign_id] for p in evaluation.breakdown
-            },
+            per_campaign={str(cid): exact for cid, exact in evaluation.exact.items()},
             names={str(p.campaign_id): p.name for p in evaluation.breakdown},
             messages=list(evaluation.messages),
         )

@@ -1,0 +1,337 @@
+"""Campaigns benchmark: python -m bench campaigns [--quotes N] [--members N] [--segment-members N].
+
+Measures the cost of campaigns on the till's quote path with 0, 10 and 50
+running campaigns (target: 50 campaigns cost at most 30 % of the rate with
+none), in two ways:
+- "till": what pos calls per quote: campaigns.till.campaign_step (cached rules,
+  the member's facts, coupons, budgets: real queries) + programs.earning.receipt_compute
+  of a 5-line receipt;
+- "engine": the pure evaluation alone, rules and facts prepared.
+The campaigns are a realistic mix (categories, hours, weekdays, totals,
+segments, member limits, budgets), created through the services.
+Then a segment recalculation over --segment-members members (set-based SQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+
+def _setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty_site.settings")
+    import django
+
+    django.setup()
+
+
+CODE = "bench-campaigns"
+
+
+def _program(members: int) -> Any:
+    from django.db import connection
+
+    from programs.models import Program
+
+    program, _created = Program.objects.get_or_create(
+        code=CODE, defaults={"name": "Campaigns benchmark", "time_zone": "Europe/Moscow"}
+    )
+    have = program.members.count()
+    if have < members:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO accounts_member (id, program_id, phone, first_name, last_name, email,
+                    status, registered_at, channel, purchase_count, qualifying_spend, updated_at,
+                    birth_date, last_purchase_at)
+                SELECT gen_random_uuid(), %s, '+7955' || lpad((%s + g)::text, 7, '0'), 'M', '', '',
+                    'active', now() - (g %% 700) * interval '1 day', 'import', g %% 40,
+                    (g %% 100000)::numeric, now(), date '1970-01-01' + (g %% 15000),
+                    now() - (g %% 400) * interval '1 day'
+                FROM generate_series(1, %s) g
+                """,
+                [program.pk, have, members - have],
+            )
+    return program
+
+
+def _campaigns(program: Any, count: int) -> list[Any]:
+    from django.utils import timezone
+
+    from campaigns import services
+    from campaigns.models import Campaign, Segment, Status
+
+    existing = list(Campaign.objects.filter(program=program).order_by("id"))
+    segment, _c = Segment.objects.get_or_create(
+        program=program, name="VIP", defaults={"kind": "vip", "min_spend": Decimal(50000)}
+    )
+    start = timezone.now() - timedelta(days=1)
+    for i in range(len(existing), count):
+        # A chain's usual mix: most campaigns are about some products or some members;
+        # a few are broad (a weekend multiplier, a receipt bonus above a total).
+        kind = i % 10
+        fields: dict[str, Any] = {"name": f"bench {i}", "starts_at": start, "priority": i % 5}
+        if kind in (0, 1):
+            fields.update(extra_percent=Decimal(3), line_categories=[f"cat{i % 40}"])
+        elif kind in (2, 3):
+            fields.update(
+                unit_points=Decimal(10), unit_skus=[f"SKU{i % 300}"], line_skus=[f"SKU{i % 300}"]
+            )
+        elif kind == 4:
+            fields.update(multiplier=Decimal(2), weekdays=[(i // 10) % 7])
+        elif kind == 5:
+            fields.update(fixed_points=100, min_total=Decimal(3000))
+        elif kind == 6:
+            fields.update(multiplier=Decimal("1.5"), audience="segments")
+        elif kind == 7:
+            fields.update(
+                extra_percent=Decimal(1),
+                limit_times=3,
+                limit_period="day",
+                line_categories=[f"cat{i % 40}"],
+            )
+        elif kind == 8:
+            fields.update(extra_percent=Decimal(2), hour_from=7, hour_to=10)
+        else:
+            fields.update(fixed_points=50, min_total=Decimal(2500), budget_points=10_000_000)
+        campaign = Campaign(program=program, **fields)
+        services.campaign_save(
+            campaign=campaign, segments=[segment] if fields.get("audience") else None
+        )
+        services.campaign_status_change(campaign=campaign, to=Status.ACTIVE, allow_overlap=True)
+        existing.append(campaign)
+    return existing
+
+
+def _set_running(program: Any, campaigns: list[Any], n: int) -> None:
+    from campaigns import selectors, services
+    from campaigns.models import Campaign, Status
+
+    Campaign.objects.filter(pk__in=[c.pk for c in campaigns[:n]]).update(status=Status.ACTIVE)
+    Campaign.objects.filter(pk__in=[c.pk for c in campaigns[n:]]).update(status=Status.PAUSED)
+    services.rules_changed(program_id=program.pk)
+    selectors.cache_clear()
+
+
+def _receipt_lines(i: int) -> list[Any]:
+    from programs import earning
+
+    return [
+        earning.Line(
+            sku=f"SKU{(i * 7 + k * 13) % 300}",
+            category=f"cat{(i * 3 + k) % 40}",
+            amount=Decimal(100 + (i * 37 + k * 101) % 900),
+        )
+        for k in range(5)
+    ]
+
+
+def _till_rate(program: Any, member_ids: list[Any], quotes: int) -> float:
+    from django.utils import timezone
+
+    from campaigns import selectors, till
+    from programs import earning
+
+    rules = earning.Rules(
+        point_value=program.point_value,
+        base_percent=program.accrual_percent,
+        rate_percent=program.accrual_percent,
+        redeem_max_percent=program.redeem_max_percent,
+        redeem_min_balance=0,
+        accrue_on_redeemed_part=False,
+    )
+    zone = selectors.program_zone(program)
+    started = time.perf_counter()
+    for i in range(quotes):
+        lines = _receipt_lines(i)
+        step, _result = till.campaign_step(
+            program_id=program.pk,
+            zone=zone,
+            earning_rules=rules,
+            member_id=member_ids[i % len(member_ids)],
+            store_id=None,
+            at=timezone.now(),
+            line_nos=list(range(1, 6)),
+            quantities=[Decimal(1)] * 5,
+        )
+        earning.receipt_compute(rules, lines, available=0, redeem=0, campaigns=step)
+    return quotes / (time.perf_counter() - started)
+
+
+def _engine_rate(program: Any, members: list[Any], quotes: int) -> float:
+    from fractions import Fraction
+
+    from django.utils import timezone
+
+    from campaigns import engine, selectors
+
+    now = timezone.now()
+    rules = selectors.active_rules(program, now)
+    facts = [
+        selectors.member_facts(program=program, member=m, rules=rules, at=now) for m in members
+    ]
+    local = now.astimezone(selectors.program_zone(program))
+    receipts = []
+    for i in range(200):
+        lines = tuple(
+            engine.Line(
+                k + 1, x.sku, x.category, Decimal(1), x.amount, x.amount, Fraction(x.amount) / 20
+            )
+            for k, x in enumerate(_receipt_lines(i))
+        )
+        receipts.append(
+            engine.Receipt(
+                lines=lines,
+                total=sum((x.amount for x in lines), Decimal(0)),
+                store_id=None,
+                local_time=local,
+                point_value=program.point_value,
+                member=facts[i % len(facts)],
+            )
+        )
+    started = time.perf_counter()
+    for i in range(quotes):
+        engine.evaluate(receipts[i % len(receipts)], rules)
+    return quotes / (time.perf_counter() - started)
+
+
+def _install_pos_step() -> bool:
+    """Plug the campaign step into pos's quote, the way pos does (if pos has the hook)."""
+    try:
+        from pos import services as pos_services
+    except ImportError:
+        return False
+    if not hasattr(pos_services, "campaign_step_factory"):
+        return False
+    from django.utils import timezone
+
+    from campaigns import till
+
+    def factory(program: Any, member: Any, terminal: Any, data: Any) -> Any:
+        step, _result = till.campaign_step(
+            program_id=program.id,
+            zone=program.time_zone,
+            earning_rules=pos_services.rules_for(program, member),
+            member_id=member.id if member else None,
+            store_id=terminal.store_id,
+            at=timezone.now(),
+            line_nos=list(range(1, len(data.lines) + 1)),
+            quantities=[Decimal(str(x["quantity"])) for x in data.lines],
+            coupons=data.coupons,
+        )
+        return step
+
+    if getattr(pos_services.campaign_step_factory, "__name__", "") == "_no_campaigns":
+        pos_services.campaign_step_factory = factory
+    return True
+
+
+def _api_rate(program: Any, phones: list[str], quotes: int) -> float:
+    """POST /api/v1/purchases/quote in process (Django test client), with a real terminal key."""
+    import json
+
+    from django.test import Client
+
+    from pos import services as pos_services
+    from programs.models import Store
+
+    store, _c = Store.objects.get_or_create(program=program, code="B1", defaults={"name": "B1"})
+    _terminal, key = pos_services.terminal_create(store=store, name="bench")
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Token {key}"}
+    bodies = [
+        json.dumps(
+            {
+                "member": {"phone": phones[i % len(phones)]},
+                "lines": [
+                    {"sku": x.sku, "category": x.category, "quantity": "1", "price": str(x.amount)}
+                    for x in _receipt_lines(i)
+                ],
+            }
+        )
+        for i in range(200)
+    ]
+    for i in range(20):
+        client.post(
+            "/api/v1/purchases/quote", bodies[i], content_type="application/json", **headers
+        )
+    applied = 0
+    started = time.perf_counter()
+    for i in range(quotes):
+        response = client.post(
+            "/api/v1/purchases/quote", bodies[i % 200], content_type="application/json", **headers
+        )
+        if response.status_code != 200:
+            raise SystemExit(f"quote answered {response.status_code}: {response.content[:300]!r}")
+        applied += len(response.json().get("campaigns") or [])
+    rate = quotes / (time.perf_counter() - started)
+    _api_rate.applied = applied / quotes  # type: ignore[attr-defined]
+    return rate
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench campaigns")
+    parser.add_argument("--quotes", type=int, default=2000)
+    parser.add_argument("--members", type=int, default=20_000)
+    parser.add_argument(
+        "--segment-members",
+        type=int,
+        default=0,
+        help="also time a segment recalculation over this many members (e.g. 1000000)",
+    )
+    args = parser.parse_args(argv)
+    _setup()
+    from django.conf import settings
+
+    from accounts.models import Member
+    from campaigns import segments
+    from campaigns.models import Segment
+
+    settings.CAMPAIGN_RULES_CHECK_SECONDS = 2
+    settings.API_THROTTLE_RATE = "1000000/second"
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    with_api = _install_pos_step()
+    program = _program(args.members)
+    campaigns = _campaigns(program, 50)
+    segments.segment_recalculate(segment=Segment.objects.get(program=program, name="VIP"))
+    members = list(Member.objects.filter(program=program).order_by("pk")[:500])
+    ids = [m.pk for m in members]
+    print(f"campaigns benchmark: {args.quotes} quotes of 5 lines, {len(ids)} members")
+    phones = [m.phone for m in members]
+    base: dict[str, float] = {}
+
+    def show(name: str, rate: float) -> str:
+        base.setdefault(name, rate)
+        return f"{name} {rate:7.0f}/s ({100 * (1 - rate / base[name]):5.1f} % slower)"
+
+    for n in (0, 10, 50):
+        _set_running(program, campaigns, n)
+        _till_rate(program, ids, 50)  # warm the cache and the connection
+        parts = []
+        if with_api:
+            parts.append(show("API quote", _api_rate(program, phones, args.quotes)))
+            parts.append(f"{_api_rate.applied:.1f} applied per receipt")  # type: ignore[attr-defined]
+        parts.append(show("till step+compute", _till_rate(program, ids, args.quotes)))
+        parts.append(show("engine alone", _engine_rate(program, members, args.quotes * 5)))
+        print(f"  {n:>2} campaigns: " + "; ".join(parts))
+    _set_running(program, campaigns, 50)
+    if args.segment_members:
+        big = _program(args.segment_members)
+        segment, _c = Segment.objects.get_or_create(
+            program=big, name="Sleeping 90", defaults={"kind": "sleeping", "days": 90}
+        )
+        started = time.perf_counter()
+        size = segments.segment_recalculate(segment=segment)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        segments.segment_recalculate(segment=segment)
+        again = time.perf_counter() - started
+        print(
+            f"  segment recalculation over {big.members.count()} members: {size} in the "
+            f"segment, first run {first:.1f} s, second run (no change) {again:.1f} s"
+        )
+    return 0

@@ -1,0 +1,130 @@
+"""One call for the till: the campaign step of a quote or purchase, from plain ids.
+
+pos keeps its own lean structures (program info with a ZoneInfo, member state
+without the member model), so this takes ids and values, not models:
+
+    step, result = campaigns.till.campaign_step(
+        program_id=..., zone=..., point_value=..., earning_rules=rules_for(...),
+        member_id=member.id or None, store_id=..., at=now, line_nos=[1..n],
+        quantities=[...], coupons=data.coupons, next_expiry=(points, date) or None)
+    receipt = programs.earning.receipt_compute(..., campaigns=step)
+    result.evaluation.coupon_problems  -> 422 coupon_invalid
+    result.rules                       -> pass to campaigns_reserve / payments_plan
+
+Cost: with no running campaign and no coupon, no query at all; otherwise one
+query for the member's facts, one more when a rule has a segment audience,
+member limits or a budget, one for coupons when some are presented.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from campaigns import engine, selectors
+from programs.earning import CampaignStep, Rules
+
+
+@dataclass
+class TillResult:
+    rules: list[engine.Rule] = field(default_factory=list)
+    evaluation: engine.Evaluation | None = None
+    step_result: engine.StepResult = field(default_factory=engine.StepResult)
+
+    @property
+    def coupon_problems(self) -> dict[str, str]:
+        ev = self.step_result.evaluation or self.evaluation
+        return dict(ev.coupon_problems) if ev else {}
+
+
+@dataclass(frozen=True)
+class _MemberRef:
+    """Enough of a member for filters (`member=`): its primary key."""
+
+    pk: Any
+
+
+def campaign_step(
+    *,
+    program_id: int,
+    zone: Any,
+    earning_rules: Rules,
+    member_id: uuid.UUID | str | None,
+    store_id: int | None,
+    at: datetime,
+    line_nos: Sequence[int],
+    quantities: Sequence[Decimal],
+    coupons: Sequence[str] = (),
+    next_expiry: tuple[int, date] | None = None,
+    exclude: frozenset[int] = frozenset(),
+) -> tuple[CampaignStep | None, TillResult]:
+    """The campaign step for programs.earning.receipt_compute, and where its result lands."""
+    result = TillResult()
+    rules = selectors.active_rules(program_id, at)
+    result.rules = rules
+    if member_id is None or (not rules and not coupons):
+        if coupons:  # anonymous: codes cannot apply
+            result.evaluation = _problems_only(coupons, engine.NOT_APPLICABLE)
+        return None, result
+    facts = selectors.member_facts_load(
+        program=_ProgramZone(program_id, zone),
+        member_id=member_id,
+        rules=rules,
+        at=at,
+        next_expiry=next_expiry,
+    )
+    if facts is None:
+        return None, result
+    found = (
+        selectors.coupons_lookup(
+            program=program_id, codes=coupons, member=_MemberRef(member_id), at=at
+        )
+        if coupons
+        else ()
+    )
+    context = engine.Context(
+        rules=rules,
+        store_id=store_id,
+        local_time=at.astimezone(zone),
+        member=facts,
+        line_nos=list(line_nos),
+        quantities=list(quantities),
+        coupons=tuple(found),
+        budgets_left=selectors.budgets_left_cached(rules),
+        exclude=exclude,
+    )
+    return engine.earning_step(earning_rules, context, result.step_result), result
+
+
+def _problems_only(codes: Sequence[str], reason: str) -> engine.Evaluation:
+    return engine.Evaluation(
+        points=0,
+        base_points=0,
+        extra_points=0,
+        line_points={},
+        line_extra_points={},
+        campaign_line_points={},
+        breakdown=(),
+        exact_numerators={},
+        denominator=1,
+        messages=(),
+        coupon_problems={selectors.code_normalize(c): reason for c in codes},
+        coupons_applied={},
+        held_out=(),
+    )
+
+
+@dataclass(frozen=True)
+class _ProgramZone:
+    """What member_facts needs of a program: its id and zone (pos has no Program model)."""
+
+    pk: int
+    zone: Any
+
+    @property
+    def time_zone(self) -> str:
+        return str(self.zone)
