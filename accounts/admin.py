@@ -327,6 +327,9 @@ class MemberAdmin(admin.ModelAdmin):
         kwargs["form"] = MemberChangeForm if obj is not None else MemberAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
+    def get_inlines(self, request: HttpRequest, obj: Member | None) -> Any:
+        return self.inlines if obj is not None else ()  # enrolment has its own consent fields
+
     def get_readonly_fields(self, request: HttpRequest, obj: Member | None = None) -> Any:
         if obj is None:
             return ()

@@ -42,7 +42,9 @@ class Member(models.Model):
         ANONYMISED = "anonymised", _("anonymised")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="members")
+    program = models.ForeignKey(
+        Program, verbose_name=_("program"), on_delete=models.PROTECT, related_name="members"
+    )
     phone = models.CharField(
         _("phone"), max_length=20, null=True, blank=True, help_text=_("E.164, e.g. +79123456789")
     )
@@ -159,7 +161,11 @@ class Consent(models.Model):
     text_version = models.CharField(_("consent text version"), max_length=50, blank=True)
     created_at = models.DateTimeField(_("time"), default=timezone.now)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("recorded by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
     )
 
     class Meta:
