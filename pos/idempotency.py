@@ -48,8 +48,14 @@ class Replay:
     body: bytes
 
 
-def key_claim(*, terminal_id: Any, key: str, fingerprint: str) -> int | Replay:
+def key_claim(
+    *, terminal_id: Any, key: str, fingerprint: str, lock_timeout_ms: int
+) -> int | Replay:
     """Claim `key` in the open transaction: its row id, or the stored answer to replay.
+
+    The same statement sets the transaction's short lock_timeout (set_config in
+    the row source runs before the insert waits on a conflicting key), which
+    then also bounds the wait for the member's row: one round trip for both.
 
     Raises IdempotencyKeyReused when the key came with another request; a
     lock timeout (another request with the key still running) propagates as
@@ -58,9 +64,10 @@ def key_claim(*, terminal_id: Any, key: str, fingerprint: str) -> int | Replay:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO pos_idempotencykey (terminal_id, key, request_hash, created_at)"
-            " VALUES (%s, %s, %s, now())"
+            " SELECT %s, %s, %s, now()"
+            " FROM (SELECT set_config('lock_timeout', %s, true)) AS cfg"
             " ON CONFLICT (terminal_id, key) DO NOTHING RETURNING id",
-            [terminal_id, key, fingerprint],
+            [terminal_id, key, fingerprint, f"{int(lock_timeout_ms)}ms"],
         )
         row = cursor.fetchone()
         if row is not None:

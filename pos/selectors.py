@@ -96,33 +96,38 @@ def member_state(
     return MemberState(*row) if row else None
 
 
+# The next expiry as one row value "(date, points)", for use as a scalar subquery.
+# Parameters: %(account)s, %(tz)s.
+_NEXT_EXPIRY_SQL = """
+SELECT ROW((f.expires_at AT TIME ZONE %(tz)s)::date,
+           (SELECT SUM(l.remaining) FROM ledger_lot l
+             WHERE l.account_id = %(account)s AND l.remaining > 0
+               AND l.expires_at >= f.expires_at
+               AND l.expires_at < f.expires_at + interval '1 day'
+               AND (l.expires_at AT TIME ZONE %(tz)s)::date
+                   = (f.expires_at AT TIME ZONE %(tz)s)::date))::text
+  FROM (SELECT expires_at FROM ledger_lot
+         WHERE account_id = %(account)s AND remaining > 0 AND expires_at IS NOT NULL
+         ORDER BY expires_at LIMIT 1) f
+"""
+
+
+def expiry_from_row(text: str | None) -> dict[str, Any] | None:
+    """`(2027-01-31,120)` as the API shows it: {"points": 120, "date": "2027-01-31"}."""
+    if not text:
+        return None
+    day, amount = text.strip("()").split(",")
+    return {"points": int(amount), "date": day}
+
+
 def next_expiry(account_id: int | None, tz: Any) -> dict[str, Any] | None:
     """The points that expire first and their date (in the program's zone), or None."""
     if account_id is None:
         return None
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH first AS (
-              SELECT expires_at FROM ledger_lot
-               WHERE account_id = %s AND remaining > 0 AND expires_at IS NOT NULL
-               ORDER BY expires_at LIMIT 1)
-            SELECT (first.expires_at AT TIME ZONE %s)::date,
-                   (SELECT SUM(l.remaining) FROM ledger_lot l
-                     WHERE l.account_id = %s AND l.remaining > 0
-                       AND l.expires_at >= first.expires_at
-                       AND (l.expires_at AT TIME ZONE %s)::date
-                           = (first.expires_at AT TIME ZONE %s)::date
-                       AND l.expires_at < first.expires_at + interval '1 day')
-              FROM first
-            """,
-            [account_id, str(tz), account_id, str(tz), str(tz)],
-        )
+        cursor.execute(_NEXT_EXPIRY_SQL, {"account": account_id, "tz": str(tz)})
         row = cursor.fetchone()
-    if row is None:
-        return None
-    day: datetime.date = row[0]
-    return {"points": int(row[1]), "date": day.isoformat()}
+    return expiry_from_row(row[0]) if row else None
 
 
 def purchase_in_scope(*, terminal: Any, purchase_id: Any, lock: bool = False) -> Purchase:

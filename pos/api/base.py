@@ -26,7 +26,11 @@ from pos.auth import TerminalAuthentication, TerminalInfo
 from pos.errors import InvalidInput, LockTimeout, RequestInProgress
 
 MAX_BODY_BYTES = 1_000_000
-LOCK_TIMEOUT_MS = 2000
+
+
+def lock_timeout_ms() -> int:
+    """The longest wait for a row lock before answering 409 (the ledger's setting)."""
+    return int(getattr(settings, "LEDGER_LOCK_TIMEOUT_MS", 2000))
 
 
 def _reject_constant(name: str) -> Any:
@@ -102,7 +106,7 @@ def lock_timeout_set() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+        cursor.execute(f"SET LOCAL lock_timeout = '{lock_timeout_ms()}ms'")
 
 
 class TerminalView(APIView):
@@ -142,9 +146,11 @@ class TerminalView(APIView):
         claimed = False
         try:
             with transaction.atomic():
-                lock_timeout_set()
                 got = idempotency.key_claim(
-                    terminal_id=self.terminal.id, key=key, fingerprint=fingerprint
+                    terminal_id=self.terminal.id,
+                    key=key,
+                    fingerprint=fingerprint,
+                    lock_timeout_ms=lock_timeout_ms(),
                 )
                 if isinstance(got, idempotency.Replay):
                     return json_response(got.status, got.body, replayed=True)

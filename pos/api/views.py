@@ -24,6 +24,7 @@ from pos import errors, services
 from pos.api import presenters
 from pos.api import serializers as s
 from pos.api.base import TerminalView, json_response, validated
+from pos.api.receipt_input import receipt_parse
 from pos.models import Refund
 from pos.selectors import member_history, member_state, next_expiry
 
@@ -331,18 +332,10 @@ class QuoteView(TerminalView):
         },
     )
     def post(self, request: Request) -> HttpResponse:
-        data = ReceiptData(validated(s.QuoteInputSerializer, self.body(request)))
-        outcome = services.purchase_quote(terminal=self.terminal, data=data.receipt)
+        data = receipt_parse(self.body(request), purchase=False)
+        outcome = services.purchase_quote(terminal=self.terminal, data=data)
         body = presenters.quote_body(self.terminal.program, outcome)
         return json_response(200, presenters.render(body))
-
-
-class ReceiptData:
-    def __init__(self, validated_data: dict[str, Any]) -> None:
-        member = validated_data.get("member")
-        if member and "id" in member:
-            member = {"id": str(member["id"])}
-        self.receipt = services.ReceiptInput.of({**validated_data, "member": member})
 
 
 class PurchaseCreateView(TerminalView):
@@ -370,11 +363,11 @@ class PurchaseCreateView(TerminalView):
     )
     def post(self, request: Request) -> HttpResponse:
         raw = self.body(request)
-        data = ReceiptData(validated(s.PurchaseInputSerializer, raw))
+        data = receipt_parse(raw, purchase=True)
         terminal = self.terminal
 
         def work() -> tuple[int, bytes]:
-            outcome = services.purchase_create(terminal=terminal, data=data.receipt)
+            outcome = services.purchase_create(terminal=terminal, data=data)
             return 201, presenters.render(presenters.purchase_body(terminal.program, outcome))
 
         return self.idempotent(request, raw, work)
