@@ -3,6 +3,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from accounts.cards import (
     card_number_candidate,
@@ -91,3 +93,18 @@ def test_issuing_retries_when_a_number_is_already_taken() -> None:
 
 def test_spaces_and_dashes_in_a_typed_number_are_ignored() -> None:
     assert clean_card_number(" 2000 0000-0001 5 ") == "2000000000015"
+
+
+@given(body=st.integers(min_value=0, max_value=10**11 - 1), data=st.data())
+def test_swapping_two_different_neighbours_is_caught_unless_they_differ_by_five(
+    body: int, data: st.DataObject
+) -> None:
+    first12 = f"2{body:011d}"
+    number = first12 + ean13_check_digit(first12)
+    i = data.draw(st.integers(min_value=0, max_value=11))
+    a, b = number[i], number[i + 1]
+    assume(a != b)
+    swapped = number[:i] + b + a + number[i + 2 :]
+    # Weights 1 and 3 differ by 2, so a swap shifts the sum by 2*(a-b): a multiple
+    # of 10 only when the digits differ by 5 (the known blind spot of EAN-13).
+    assert is_valid_ean13(swapped) == (abs(int(a) - int(b)) == 5)
