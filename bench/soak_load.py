@@ -7,7 +7,7 @@ purchases with and without redemption, two-phase purchases confirmed or
 cancelled, refunds, enrolments, and replays of finished requests.
 
 A terminal behaves the way the API asks a careful client to: a POST that
-answers 409 `request_in_progress`/`lock_timeout`, 429 or 503 (or whose
+answers 409 `request_in_progress`/`lock_timeout`, 429 or 5xx (or whose
 connection broke) is sent again with the same Idempotency-Key and body after
 Retry-After. What each attempt answered is counted, so a run can show that
 nothing answered 5xx other than 503, and that every change happened once.
@@ -206,10 +206,16 @@ class Terminal(threading.Thread):
         while True:
             answer = self.api.call("POST", path, body, idempotency_key=key)
             self._record(name, answer)
-            retry = answer.status in (0, 429, 503) or (
-                answer.status == 409
-                and isinstance(answer.body, dict)
-                and answer.body.get("code") in RETRYABLE_409
+            # 5xx: a careful client cannot know whether the change was made, so it asks
+            # again with the same key (the API replays it if it was).
+            retry = (
+                answer.status in (0, 429)
+                or answer.status >= 500
+                or (
+                    answer.status == 409
+                    and isinstance(answer.body, dict)
+                    and answer.body.get("code") in RETRYABLE_409
+                )
             )
             if not retry:
                 break  # after a lost answer this may be the replay of the first attempt's change
@@ -225,7 +231,7 @@ class Terminal(threading.Thread):
     def _replay(self, path: str, body: Any, key: str, original: Answer) -> None:
         again = self.api.call("POST", path, body, idempotency_key=key)
         self._record("replay", again)
-        if again.status == 0 or again.status == 503:
+        if again.status == 0 or again.status >= 500:
             return  # the server is away; nothing to compare
         self.stats.replays_checked += 1
         if again.status != original.status or again.raw != original.raw:

@@ -132,7 +132,17 @@ class PrivatePostgres:
         self._pg_ctl("-w", "stop", "-m", mode)
 
     def start_server(self) -> None:
-        self._pg_ctl("-w", "start", "-l", str(self.pgdata / "log"))
+        # The options the first start had (a restart reads them from postmaster.opts).
+        self._pg_ctl(
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {self.socket_dir}",
+            "-l",
+            str(self.pgdata / "log"),
+            "start",
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
