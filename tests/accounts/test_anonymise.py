@@ -140,3 +140,23 @@ def test_other_apps_are_told_inside_the_same_transaction() -> None:
         member_anonymised.disconnect(receiver)
 
     assert seen == [(member.pk, None)]
+
+
+def test_the_points_ledger_keeps_the_member_and_the_balance_after_anonymising() -> None:
+    from ledger.selectors import member_balance, member_history
+    from ledger.services import points_credit
+
+    member = _enrolled()
+    points_credit(
+        account_or_member=member,
+        amount=120,
+        kind="bonus",
+        reference=f"test:{member.pk}",
+        source="adjustments",
+    )
+
+    member_anonymise(member=member)
+
+    member.refresh_from_db()
+    assert member_balance(member).available == 120
+    assert member_history(member).count() == 1
