@@ -8,10 +8,15 @@ from accounts.models import Member
 
 
 def sessions_end_on_anonymise(sender: Any, member: Member, **kwargs: Any) -> None:
-    """An anonymised member is nobody any more: their open sessions must not show anything."""
-    from portal.models import SignInCode
-    from portal.services import member_sessions_end
+    """An anonymised member is nobody any more: forget their sign-ins.
 
-    member_sessions_end(member=member)
-    # The codes name the phone, which anonymisation erases.
-    SignInCode.objects.filter(member=member).delete()
+    Deleting the session rows ends them (a token without its row opens nothing)
+    and erases the addresses and browsers kept there; the code and failure rows
+    carry the phone, which anonymisation erases everywhere.
+    """
+    from portal.models import MemberSession, SignInCode, SignInFailure
+
+    phones = set(SignInCode.objects.filter(member=member).values_list("phone", flat=True))
+    SignInFailure.objects.filter(phone__in=phones).delete()
+    SignInCode.objects.filter(phone__in=phones).delete()
+    MemberSession.objects.filter(member=member).delete()

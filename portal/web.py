@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.cache import patch_cache_control, patch_vary_headers
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from portal.conf import setting
 from portal.services import SessionInvalid, session_member
@@ -69,7 +69,7 @@ def member_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
             request.session.pop(SESSION_TOKEN, None)
             target = reverse("portal:sign_in")
             if request.method == "GET":
-                target += "?next=" + request.get_full_path().replace("&", "%26")
+                target += "?" + urlencode({"next": request.get_full_path()})
             return private(redirect(target))
         return private(view(request, *args, **kwargs))
 
