@@ -61,8 +61,14 @@ def campaign_step(
     coupons: Sequence[str] = (),
     next_expiry: tuple[int, date] | None = None,
     exclude: frozenset[int] = frozenset(),
+    tier_id: int | bool | None = False,
 ) -> tuple[CampaignStep | None, TillResult]:
-    """The campaign step for programs.earning.receipt_compute, and where its result lands."""
+    """The campaign step for programs.earning.receipt_compute, and where its result lands.
+
+    Pass the member's `tier_id` (None for no tier) when the till has it: when no
+    running rule reads more (segments, limits, birthday, first/Nth purchase, new
+    members), the member's facts then cost no query.
+    """
     result = TillResult()
     rules = selectors.active_rules(program_id, at)
     result.rules = rules
@@ -70,13 +76,26 @@ def campaign_step(
         if coupons:  # anonymous: codes cannot apply
             result.evaluation = _problems_only(coupons, engine.NOT_APPLICABLE)
         return None, result
-    facts = selectors.member_facts_load(
-        program=_ProgramZone(program_id, zone),
-        member_id=member_id,
-        rules=rules,
-        at=at,
-        next_expiry=next_expiry,
-    )
+    if tier_id is not False and not any(_needs_facts(r) for r in rules):
+        # No running rule reads more than the tier the till already has: no query.
+        facts: engine.MemberFacts | None = engine.MemberFacts(
+            member_id=str(member_id),
+            tier_id=tier_id or None,
+            segment_ids=frozenset(),
+            purchase_number=0,
+            birth_date=None,
+            registered_on=at.astimezone(zone).date(),
+            expiring_points=next_expiry[0] if next_expiry else 0,
+            expiring_on=next_expiry[1] if next_expiry else None,
+        )
+    else:
+        facts = selectors.member_facts_load(
+            program=_ProgramZone(program_id, zone),
+            member_id=member_id,
+            rules=rules,
+            at=at,
+            next_expiry=next_expiry,
+        )
     if facts is None:
         return None, result
     found = (
@@ -98,6 +117,17 @@ def campaign_step(
         exclude=exclude,
     )
     return engine.earning_step(earning_rules, context, result.step_result), result
+
+
+def _needs_facts(rule: engine.Rule) -> bool:
+    return bool(
+        rule.audience in (engine.SEGMENTS, engine.NEW_MEMBERS)
+        or rule.first_purchase
+        or rule.every_nth
+        or rule.birthday_days is not None
+        or rule.limit_times is not None
+        or rule.limit_points is not None
+    )
 
 
 def _problems_only(codes: Sequence[str], reason: str) -> engine.Evaluation:

@@ -268,3 +268,62 @@ def test_a_shared_code_with_a_per_member_limit_holds_under_concurrency() -> None
 
     assert sum(_concurrently(10, buy)) == 1
     assert connection.vendor == "postgresql"
+
+
+def _step_quote(program: Program, member: Member | None, **kw):  # type: ignore[no-untyped-def]
+    from campaigns import till
+    from programs import earning
+
+    rules = earning.Rules(
+        point_value=Decimal(1),
+        base_percent=Decimal(5),
+        rate_percent=Decimal(5),
+        redeem_max_percent=Decimal(30),
+        redeem_min_balance=0,
+        accrue_on_redeemed_part=False,
+    )
+    step, result = till.campaign_step(
+        program_id=program.pk,
+        zone=selectors.program_zone(program),
+        earning_rules=rules,
+        member_id=member.pk if member else None,
+        store_id=None,
+        at=timezone.now(),
+        line_nos=[1],
+        quantities=[Decimal(1)],
+        **kw,
+    )
+    receipt = earning.receipt_compute(
+        rules,
+        [earning.Line(sku="A", category="x", amount=Decimal(1000))],
+        available=0,
+        redeem=0,
+        campaigns=step,
+    )
+    return receipt, result
+
+
+@pytest.mark.django_db
+def test_the_till_adapter_gives_campaign_points_through_receipt_compute(
+    django_assert_num_queries,  # type: ignore[no-untyped-def]
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    settings.CAMPAIGN_RULES_CHECK_SECONDS = 60
+    campaign = running_campaign(multiplier=Decimal("2"))
+    member = MemberFactory(program=campaign.program)
+    _step_quote(campaign.program, member)  # loads the rules
+    with django_assert_num_queries(0):  # rules cached; the tier is all they read
+        receipt, result = _step_quote(campaign.program, member, tier_id=None)
+    assert receipt.earned_points == 100
+    assert [p.points for p in receipt.breakdown if p.source == "campaign"] == [50]
+    assert result.rules[0].campaign_id == campaign.pk
+
+
+@pytest.mark.django_db
+def test_the_till_adapter_reports_coupon_problems_and_anonymous_codes() -> None:
+    campaign = running_campaign(fixed_points=10, multiplier=None, requires_code=True, codes=["OK1"])
+    member = MemberFactory(program=campaign.program)
+    _receipt, result = _step_quote(campaign.program, member, coupons=["OK1", "BAD"])
+    assert result.coupon_problems == {"BAD": "unknown"}
+    _receipt, anonymous = _step_quote(campaign.program, None, coupons=["OK1"])
+    assert anonymous.coupon_problems == {"OK1": "not_applicable"}
