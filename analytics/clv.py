@@ -103,19 +103,20 @@ def _fit_log_params(
             start,
             method="L-BFGS-B",
             bounds=[(-bound, bound)] * len(start),
-            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8},
+            options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-8},
         )
         if np.isfinite(result.fun) and result.fun < best_f:
             best_x, best_f = result.x, float(result.fun)
     if best_x is None:
         raise ClvFitError("the likelihood could not be evaluated at any starting point")
     # A Nelder-Mead polish of the best point: the finite-difference gradient
-    # is noisy on flat ridges (a and b of BG/NBD are weakly identified).
+    # is noisy on flat ridges (a and b of BG/NBD are weakly identified). Capped:
+    # on a nearly flat ridge it would wander for long for no visible gain.
     polished = minimize(
         negative_ll,
         best_x,
         method="Nelder-Mead",
-        options={"maxiter": 1500, "xatol": 1e-6, "fatol": 1e-10},
+        options={"maxfev": 800, "xatol": 1e-6, "fatol": 1e-10},
     )
     if np.isfinite(polished.fun) and polished.fun < best_f:
         best_x, best_f = polished.x, float(polished.fun)
@@ -137,7 +138,7 @@ def bgnbd_fit(x: object, t_x: object, T: object) -> BgNbdParams:
     def negative_ll(theta: np.ndarray) -> float:
         r, alpha, a, b = np.exp(theta)
         with np.errstate(all="ignore"):
-            value = -float(np.dot(weights, bgnbd_log_likelihood_terms(r, alpha, a, b, ux, utx, uT)))
+            value = -float((weights * bgnbd_log_likelihood_terms(r, alpha, a, b, ux, utx, uT)).sum())
         return value if np.isfinite(value) else 1e300
 
     # Starts: r = 1 with α matching the observed purchase rate, and the usual unit start.
@@ -268,7 +269,7 @@ def gamma_gamma_fit(x: object, monetary: object) -> GammaGammaParams:
     def negative_ll(theta: np.ndarray) -> float:
         p, q, gamma = unpack(theta)
         with np.errstate(all="ignore"):
-            value = -float(np.dot(weights, gamma_gamma_log_likelihood_terms(p, q, gamma, ux, um)))
+            value = -float((weights * gamma_gamma_log_likelihood_terms(p, q, gamma, ux, um)).sum())
         return value if np.isfinite(value) else 1e300
 
     starts = [np.log([1.0, 1.0, 1.0]), np.log([5.0, 2.0, 2.0]), np.log([0.5, 0.5, 0.5])]
