@@ -244,6 +244,7 @@ class Campaign(models.Model):
 
     # Effects: every one that is filled in adds up.
     extra_percent = models.DecimalField(
+        # xgettext:no-python-format
         _("extra earning, % of matching lines"),
         max_digits=5,
         decimal_places=2,

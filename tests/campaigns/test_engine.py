@@ -389,3 +389,13 @@ def test_shares_always_add_up(amounts: list[int], percent: int, bonus: int) -> N
     assert sum(ev.line_points.values()) == ev.points == ev.base_points + ev.extra_points
     for cid, per_line in ev.campaign_line_points.items():
         assert sum(per_line.values()) == points_of(ev)[cid]
+
+
+def test_cashier_messages_in_russian_use_the_genitive_month() -> None:
+    from django.utils import translation
+
+    m = member(expiring_points=150, expiring_on=date(2027, 1, 31))
+    r = receipt(at=datetime(2027, 1, 10, 12), m=m)
+    with translation.override("ru"):
+        ev = e.evaluate(r, [rule(multiplier=D(2))])
+    assert ev.messages == ("c1: +50 бонусов", "150 бонусов сгорят 31 января")
