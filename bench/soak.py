@@ -115,13 +115,18 @@ def run(
     job_every: int = 10,
     workdir: Path | None = None,
     keep: bool = False,
+    in_process: bool = False,
     say: Any = print,
 ) -> dict[str, Any]:
     """The whole soak; returns its figures and findings (see `verdict`).
 
     `database_url`: an existing, migrated database to use as it is (the test
     suite's); otherwise a fresh one is created as the module docstring says.
+    `in_process`: this process already runs Django on `database_url` (a test),
+    so seeding and the final checks run here instead of in a child.
     """
+    from bench import soak_stack
+
     workdir = workdir or Path(tempfile.mkdtemp(prefix="soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     private: PrivatePostgres | None = None
@@ -154,17 +159,22 @@ def run(
             say("migrating ...")
             stack.manage("migrate", "--no-input")
         say(f"seeding {members} members and {terminals} terminals ...")
-        seeded = stack.script(
-            "seed",
-            "--members",
-            str(members),
-            "--terminals",
-            str(terminals),
-            "--opening-points",
-            "300",
-            "--job-every",
-            str(job_every),
-        )
+        if in_process:
+            seeded = soak_stack.seed(
+                members=members, terminals=terminals, opening_points=300, job_every=job_every
+            )
+        else:
+            seeded = stack.script(
+                "seed",
+                "--members",
+                str(members),
+                "--terminals",
+                str(terminals),
+                "--opening-points",
+                "300",
+                "--job-every",
+                str(job_every),
+            )
         result["setup_seconds"] = round(time.monotonic() - began, 1)
         say("starting gunicorn, a Celery worker and beat ...")
         stack.web(workers=web_workers)
@@ -205,7 +215,10 @@ def run(
         say("stopping the stack; checking the invariants ...")
         stack.stop()
         result["jobs_run"] = jobs_run(stack.log("worker"))
-        result["invariants"] = stack.script("invariants")
+        if in_process:
+            result["invariants"] = soak_stack.invariants(seeded["program"])
+        else:
+            result["invariants"] = stack.script("invariants")
         if pgbench_seconds > 0:
             say(f"pgbench yardstick, {pgbench_seconds} s ...")
             if private is not None:
