@@ -90,24 +90,23 @@ def _by_local_day(rows: Any, tz: zoneinfo.ZoneInfo) -> list[DatedPoints]:
     return [DatedPoints(day, points) for day, points in days.items()]
 
 
-def expiry_schedule(member: Member, *, limit: int = 24) -> list[DatedPoints]:
-    """Points that will burn, per day in the program's zone, soonest first."""
+def _lots_by_day(member: Member, when: str, limit: int, **filters: Any) -> list[DatedPoints]:
     rows = (
-        Lot.objects.filter(account__member=member, remaining__gt=0, expires_at__isnull=False)
-        .order_by("expires_at", "id")
-        .values_list("expires_at", "remaining")[: limit * 20]
+        Lot.objects.filter(account__member=member, remaining__gt=0, **filters)
+        .order_by(when, "id")
+        .values_list(when, "remaining")[: limit * 20]
     )
     return _by_local_day(rows, zone(member))[:limit]
+
+
+def expiry_schedule(member: Member, *, limit: int = 24) -> list[DatedPoints]:
+    """Points that will burn, per day in the program's zone, soonest first."""
+    return _lots_by_day(member, "expires_at", limit, expires_at__isnull=False)
 
 
 def pending_schedule(member: Member, *, limit: int = 24) -> list[DatedPoints]:
     """Earned points that become spendable, per day, soonest first."""
-    rows = (
-        Lot.objects.filter(account__member=member, remaining__gt=0, pending=True)
-        .order_by("available_at", "id")
-        .values_list("available_at", "remaining")[: limit * 20]
-    )
-    return _by_local_day(rows, zone(member))[:limit]
+    return _lots_by_day(member, "available_at", limit, pending=True)
 
 
 def next_expiry(member: Member) -> DatedPoints | None:

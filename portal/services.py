@@ -482,37 +482,39 @@ def deletion_request_create(*, member: Member, comment: str = "") -> tuple[Delet
         return DeletionRequest.objects.get(member=member, status=DeletionRequest.Status.OPEN), False
 
 
-def deletion_request_perform(
-    *, request: DeletionRequest, by: Any, note: str = ""
+def _deletion_request_close(
+    request: DeletionRequest, *, status: str, by: Any, note: str, erase: bool
 ) -> DeletionRequest:
-    """Support deletes the member's data (anonymisation) and closes the request."""
     with transaction.atomic():
         locked = DeletionRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != DeletionRequest.Status.OPEN:
-            return locked
-        member_anonymise(member=locked.member, by=by)
-        locked.status = DeletionRequest.Status.DONE
+            return locked  # handled already (two support agents, a double click)
+        if erase:
+            member_anonymise(member=locked.member, by=by)
+        locked.status = status
         locked.handled_at = timezone.now()
         locked.handled_by = by
         locked.resolution = note
         locked.save(update_fields=["status", "handled_at", "handled_by", "resolution"])
     return locked
+
+
+def deletion_request_perform(
+    *, request: DeletionRequest, by: Any, note: str = ""
+) -> DeletionRequest:
+    """Support deletes the member's data (anonymisation) and closes the request."""
+    return _deletion_request_close(
+        request, status=DeletionRequest.Status.DONE, by=by, note=note, erase=True
+    )
 
 
 def deletion_request_reject(*, request: DeletionRequest, by: Any, note: str) -> DeletionRequest:
     """Close a request without deleting (e.g. the law requires keeping the data); say why."""
     if not note.strip():
         raise ValueError(_("Say why the request is rejected."))
-    with transaction.atomic():
-        locked = DeletionRequest.objects.select_for_update().get(pk=request.pk)
-        if locked.status != DeletionRequest.Status.OPEN:
-            return locked
-        locked.status = DeletionRequest.Status.REJECTED
-        locked.handled_at = timezone.now()
-        locked.handled_by = by
-        locked.resolution = note
-        locked.save(update_fields=["status", "handled_at", "handled_by", "resolution"])
-    return locked
+    return _deletion_request_close(
+        request, status=DeletionRequest.Status.REJECTED, by=by, note=note, erase=False
+    )
 
 
 def sign_in_records_purge(*, now: Any = None, keep_days: int = 7) -> dict[str, int]:

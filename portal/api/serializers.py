@@ -7,6 +7,9 @@ from rest_framework import serializers
 
 from pos.api.serializers import BalanceOut, ExpiryOut, MemberSummaryOut, StrictSerializer
 
+# The points history has the cashier API's shape: one reading of "points as the member sees it".
+from pos.api.serializers import TransactionPageOut as MeHistoryPageOut  # noqa: F401
+
 
 class MeCodeRequestIn(StrictSerializer):
     phone = serializers.CharField(max_length=40)
@@ -81,21 +84,6 @@ class MeTierProgressOut(serializers.Serializer):
         decimal_places=2,
         help_text=_("What to buy within keep_days to keep the current tier."),
     )
-
-
-class MeHistoryItemOut(serializers.Serializer):
-    id = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    kind = serializers.CharField()
-    points = serializers.IntegerField(help_text=_("Signed, as the member sees it."))
-    description = serializers.CharField()
-    receipt_number = serializers.CharField(allow_null=True)
-    expires_at = serializers.DateTimeField(allow_null=True)
-
-
-class MeHistoryPageOut(serializers.Serializer):
-    results = MeHistoryItemOut(many=True)
-    next = serializers.URLField(allow_null=True)
 
 
 class MeRefundOut(serializers.Serializer):

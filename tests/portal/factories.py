@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from django.test import Client
@@ -17,7 +16,14 @@ from portal import services
 from portal.web import SESSION_TOKEN
 from pos.models import Purchase
 from programs.models import Program, Tier
-from tests.pos.factories import Till, member_create, program_create, receipt, till_create
+from tests.pos.factories import (
+    Till,
+    member_create,
+    program_create,
+    receipt,
+    tiers_create,
+    till_create,
+)
 
 __all__ = [
     "FakeSms",
@@ -52,16 +58,7 @@ def world_create(*, program_code: str = "") -> World:
     """Two members of one program; the first with purchases, a redemption and a refund."""
     extra = {"code": program_code} if program_code else {}
     program = program_create(points_expire_days=365, tier_window_days=365, **extra)
-    base = Tier.objects.create(
-        program=program, code="base", name="Base", threshold=Decimal("0"), accrual_percent=5
-    )
-    silver = Tier.objects.create(
-        program=program,
-        code="silver",
-        name="Silver",
-        threshold=Decimal("10000"),
-        accrual_percent=Decimal("7"),
-    )
+    base, silver = tiers_create(program)
     till = till_create(program=program)
     member = member_create(program=program, first_name="Anna")
     other = member_create(program=program, first_name="Boris")
