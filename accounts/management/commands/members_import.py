@@ -81,6 +81,10 @@ class Command(BaseCommand):
             f"{summary.updated} updated, {summary.unchanged} unchanged, "
             f"{summary.refused} refused."
         )
+        if options["verbosity"] > 1:
+            self.stdout.write(
+                "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.timings.items())
+            )
         if summary.ignored_columns:
             self.stdout.write("Ignored columns: " + ", ".join(summary.ignored_columns))
         if summary.refused:

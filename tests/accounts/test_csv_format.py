@@ -1,0 +1,130 @@
+"""Reading member files: encodings, delimiters, headers, and the check of one row."""
+
+from __future__ import annotations
+
+import datetime
+import random
+
+import pytest
+
+from accounts.csv_format import (
+    ColumnMap,
+    FileFormatError,
+    PhoneReader,
+    RowParser,
+    escape_formula,
+    open_binary,
+    unescape_formula,
+)
+from accounts.phones import InvalidPhone, normalize_phone
+from tests.accounts.csv_support import DATA
+
+HEADER = ["phone", "first_name", "birth_date", "registered_at", "consent_personal_data"]
+
+
+def parse(*cells: str, header: list[str] | None = None):  # type: ignore[no-untyped-def]
+    parser = RowParser(ColumnMap.from_header(header or HEADER), today=datetime.date(2026, 11, 23))
+    return parser.parse(list(cells), 2)
+
+
+def test_a_cp1251_file_with_semicolons_and_russian_headers_is_read() -> None:
+    with (DATA / "members_cp1251_semicolon.csv").open("rb") as f:
+        source = open_binary(f)
+        rows = list(source.rows)
+    assert (source.encoding, source.delimiter) == ("cp1251", ";")
+    columns = ColumnMap.from_header(source.header)
+    assert columns.positions["consent_marketing_email"] == 10
+    assert rows[0][2] == "Анна"
+
+
+def test_a_utf8_file_with_bom_and_mixed_case_headers_is_read() -> None:
+    with (DATA / "members_utf8_bom.csv").open("rb") as f:
+        source = open_binary(f)
+        rows = list(source.rows)
+    assert (source.encoding, source.delimiter) == ("utf-8-sig", ",")
+    columns = ColumnMap.from_header(source.header)
+    assert columns.positions["phone"] == 0 and columns.positions["email"] == 3
+    assert rows[2][1] == 'Elena "Lena"'
+
+
+def test_a_file_without_the_consent_column_is_refused_as_a_whole() -> None:
+    with pytest.raises(FileFormatError) as error:
+        ColumnMap.from_header(["Телефон", "Имя"])
+    assert "consent_personal_data" in str(error.value)
+
+
+def test_unknown_columns_are_ignored_and_named() -> None:
+    columns = ColumnMap.from_header(["phone", "consent_personal_data", "City"])
+    assert columns.ignored == ["City"]
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "Да", "TRUE", " да "])
+def test_consent_yes_values(value: str) -> None:
+    row = parse("+79123456789", "", "", "", value)
+    assert row.errors == [] and row.consents["personal_data"] is True
+
+
+@pytest.mark.parametrize("value", ["0", "no", "нет", "false", ""])
+def test_a_row_without_personal_data_consent_is_refused(value: str) -> None:
+    row = parse("+79123456789", "", "", "", value)
+    assert row.errors == ["Consent to personal data processing is required: the value must be yes."]
+
+
+def test_dates_in_both_formats_and_times_in_the_program_zone() -> None:
+    row = parse("+79123456789", "", "21.07.1990", "01.02.2023 10:30", "1")
+    assert row.birth_date == datetime.date(1990, 7, 21)
+    assert row.registered_at == datetime.datetime(2023, 2, 1, 7, 30, tzinfo=datetime.UTC)
+    row = parse("+79123456789", "", "1990-07-21", "2023-02-01", "1")
+    assert row.birth_date == datetime.date(1990, 7, 21) and row.errors == []
+
+
+def test_impossible_dates_are_refused_with_the_value() -> None:
+    row = parse("+79123456789", "", "31.02.1980", "2099-01-01", "1")
+    assert row.errors == [
+        "31.02.1980 is not a date for birth date: use YYYY-MM-DD or DD.MM.YYYY.",
+        "The registration date 2099-01-01 is in the future.",
+    ]
+
+
+def test_every_problem_of_a_row_is_reported() -> None:
+    row = parse("12345", "", "1.1.80", "", "maybe")
+    assert len(row.errors) == 3
+
+
+def test_formula_cells_are_text_and_the_export_guard_is_undone() -> None:
+    assert escape_formula('=HYPERLINK("http://x","y")') == '\'=HYPERLINK("http://x","y")'
+    for text in ["=1+2", "+7912", "-x", "@SUM(A1)", "\tx", "\rx", "plain", "'quoted"]:
+        assert unescape_formula(escape_formula(text)) == text
+    row = parse("'+79123456789", "'=1+2", "", "", "1")
+    assert (row.phone, row.first_name) == ("+79123456789", "=1+2")
+
+
+def test_the_phone_reader_agrees_with_normalize_phone() -> None:
+    """The fast path for Russian numbers gives normalize_phone's answer, every time."""
+    rng = random.Random(7)
+    reader = PhoneReader("RU")
+    forms = [
+        "8{n}",
+        "+7{n}",
+        "{n}",
+        "7{n}",
+        "8 ({a}) {b}-{c}-{d}",
+        "+7 {a} {b} {c} {d}",
+        "+7({a}){b}-{c}-{d}",
+        "8 10 {n}",
+        "+{n}",
+        "{n}0",
+        "8{n}0",
+    ]
+    for _ in range(6000):
+        n = str(rng.randrange(10**9, 10**10))
+        text = rng.choice(forms).format(n=n, a=n[:3], b=n[3:6], c=n[6:8], d=n[8:])
+        try:
+            expected = normalize_phone(text, "RU")
+        except InvalidPhone as error:
+            expected = f"error: {error}"
+        try:
+            got = reader(text)
+        except InvalidPhone as error:
+            got = f"error: {error}"
+        assert got == expected, text

@@ -1,0 +1,197 @@
+"""The bulk member import (COPY + set-based SQL) through `manage.py members_import`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError
+
+from accounts.cards import is_valid_ean13
+from accounts.models import Card, Channel, Consent, Member
+from accounts.selectors import consents_current
+from tests.accounts.csv_support import DATA, counts, program_with_store, run_import
+from tests.accounts.factories import member_create
+
+pytestmark = pytest.mark.django_db
+
+
+def refused_rows(path: Path) -> dict[int, str]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        delimiter = ";" if ";" in f.readline() else ","
+        f.seek(0)
+        reader = csv.reader(f, delimiter=delimiter)
+        next(reader)
+        return {int(row[0]): row[1] for row in reader}
+
+
+def test_a_cp1251_file_creates_members_and_updates_the_one_found_by_phone(tmp_path: Path) -> None:
+    program = program_with_store()
+    anna = member_create(program, phone="+79123456789", first_name="A.", email="old@example.ru")
+    refused = tmp_path / "refused.csv"
+
+    output = run_import(DATA / "members_cp1251_semicolon.csv", program, refused=refused)
+
+    assert "4 rows: 2 members were created, 1 updated, 0 unchanged, 1 refused." in output
+    anna.refresh_from_db()
+    assert (anna.first_name, anna.last_name, anna.email) == ("Анна", "Иванова", "anna@example.ru")
+    assert anna.birth_date.isoformat() == "1985-03-12" and anna.store.code == "S1"
+    assert consents_current(anna)["marketing_email"] is False
+    peter = Member.objects.get(program=program, phone="+79121112233")
+    assert peter.channel == Channel.IMPORT and peter.first_name == "Пётр"
+    assert peter.cards.get().number == "2000000000015"
+    assert peter.registered_at.isoformat() == "2023-05-04T07:30:00+00:00"
+    olga = Member.objects.get(program=program, phone="+79123334455")
+    assert is_valid_ean13(olga.cards.get(status="active").number)
+    assert refused_rows(refused) == {
+        5: "ivan@example is not an e-mail address. "
+        "31.02.1980 is not a date for birth date: use YYYY-MM-DD or DD.MM.YYYY."
+    }
+
+
+def test_running_the_same_file_again_changes_nothing(tmp_path: Path) -> None:
+    program = program_with_store()
+    run_import(DATA / "members_utf8_bom.csv", program)
+    before = counts(program)
+    updated_at = sorted(Member.objects.values_list("updated_at", flat=True))
+
+    output = run_import(DATA / "members_utf8_bom.csv", program)
+
+    assert "3 rows: 0 members were created, 0 updated, 3 unchanged, 0 refused." in output
+    assert counts(program) == before == (3, 3, 6)
+    assert sorted(Member.objects.values_list("updated_at", flat=True)) == updated_at
+
+
+def test_bad_rows_are_refused_each_with_its_reason(tmp_path: Path) -> None:
+    program = program_with_store()
+    refused = tmp_path / "refused.csv"
+
+    output = run_import(DATA / "members_bad_rows.csv", program, refused=refused)
+
+    assert "13 rows: 2 members were created, 0 updated, 0 unchanged, 11 refused." in output
+    reasons = refused_rows(refused)
+    assert reasons == {
+        3: "12345 is too short for a phone number.",
+        4: "A phone number may contain only digits, spaces, dashes, dots, brackets and '+'.",
+        5: "Consent to personal data processing is required: the value must be yes.",
+        6: "Consent to personal data processing is required: the value must be yes.",
+        7: "maybe is not a value for consent to personal data processing: "
+        "use 1/0, yes/no, да/нет, true/false.",
+        8: "The same phone is also in row 9 of the file.",
+        9: "The same phone is also in row 8 of the file.",
+        10: "The same card number is also in row 11 of the file.",
+        11: "The same card number is also in row 10 of the file.",
+        12: "There is no store with the code NOPE in this program.",
+        13: "The birth date 2099-01-01 is not possible.",
+    }
+    assert sorted(Member.objects.values_list("first_name", flat=True)) == ["Good", "Good"]
+
+
+def test_a_card_of_another_member_is_a_conflict_not_a_merge(tmp_path: Path) -> None:
+    program = program_with_store()
+    owner = member_create(program, phone="+79127770001", card_number="2000000000022")
+    other = member_create(program, phone="+79127770002", first_name="Other")
+    refused = tmp_path / "refused.csv"
+
+    output = run_import(DATA / "members_conflicting_cards.csv", program, refused=refused)
+
+    assert "2 rows: 0 members were created, 1 updated, 0 unchanged, 1 refused." in output
+    assert refused_rows(refused) == {2: "Card 2000000000022 belongs to another member."}
+    owner.refresh_from_db()
+    other.refresh_from_db()
+    assert (owner.first_name, other.first_name) == ("Owner", "Other")
+    assert owner.cards.get().number == "2000000000022"
+
+
+def test_a_member_found_by_card_gets_the_new_phone(tmp_path: Path) -> None:
+    program = program_with_store()
+    member = member_create(program, phone="+79120000001", card_number="2000000000015")
+    path = tmp_path / "m.csv"
+    path.write_text("phone,card_number,consent_personal_data\n+79120000009,2000000000015,1\n")
+
+    output = run_import(path, program)
+
+    assert "1 updated" in output
+    member.refresh_from_db()
+    assert member.phone == "+79120000009"
+
+
+def test_two_rows_that_find_the_same_member_are_both_refused(tmp_path: Path) -> None:
+    program = program_with_store()
+    member_create(program, phone="+79120000001", card_number="2000000000015")
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "phone,card_number,first_name,consent_personal_data\n"
+        "+79120000001,,By phone,1\n"
+        "+79120000009,2000000000015,By card,1\n"
+    )
+    refused = tmp_path / "refused.csv"
+
+    run_import(path, program, refused=refused)
+
+    assert refused_rows(refused) == {
+        2: "Row 3 of the file is the same member (found by phone or card number).",
+        3: "Row 2 of the file is the same member (found by phone or card number).",
+    }
+
+
+def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
+    program = program_with_store()
+
+    output = run_import(DATA / "members_utf8_bom.csv", program, "--dry-run")
+
+    assert "3 members would be created" in output
+    assert counts(program) == (0, 0, 0)
+
+
+def test_a_consent_entry_is_written_only_when_it_changes_the_current_state(
+    tmp_path: Path,
+) -> None:
+    program = program_with_store()
+    member = member_create(program, phone="+79125550001")  # personal data yes, SMS yes, email no
+    entries = Consent.objects.filter(member=member).count()
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "phone,consent_personal_data,consent_marketing_sms,consent_marketing_email\n"
+        "+79125550001,1,0,0\n"
+    )
+
+    run_import(path, program)
+
+    latest = Consent.objects.filter(member=member).order_by("-id")
+    assert latest.count() == entries + 1
+    newest = latest[0]
+    assert (newest.kind, newest.granted, newest.channel) == ("marketing_sms", False, "import")
+    assert consents_current(member) == {
+        "personal_data": True,
+        "marketing_sms": False,
+        "marketing_email": False,
+        "third_party": False,
+    }
+
+
+def test_a_member_with_a_card_is_not_given_a_second_one(tmp_path: Path) -> None:
+    program = program_with_store()
+    member = member_create(program, phone="+79120000001", card_number="2000000000015")
+    path = tmp_path / "m.csv"
+    path.write_text("phone,card_number,consent_personal_data\n+79120000001,2000000000022,1\n")
+    refused = tmp_path / "refused.csv"
+
+    run_import(path, program, refused=refused)
+
+    assert refused_rows(refused) == {
+        2: "The member already has card 2000000000015: replace the card on the member's page."
+    }
+    assert list(Card.objects.filter(member=member).values_list("number", flat=True)) == [
+        "2000000000015"
+    ]
+
+
+def test_an_unreadable_file_stops_with_a_message(tmp_path: Path) -> None:
+    program = program_with_store()
+    path = tmp_path / "m.csv"
+    path.write_text("name;city\nAnna;Moscow\n")
+
+    with pytest.raises(CommandError, match="The file has no column phone"):
+        run_import(path, program)
