@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from accounts import services
 from accounts.cards import clean_card_number
+from accounts.csv_admin import MemberCsvAdminMixin
 from accounts.models import Card, Channel, Consent, Member
 from accounts.phones import InvalidPhone, normalize_phone, phone_candidates
 from accounts.selectors import consent_given_subquery, consents_current
@@ -235,7 +236,7 @@ class ReplaceCardForm(forms.Form):
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):
+class MemberAdmin(MemberCsvAdminMixin, admin.ModelAdmin):
     list_display = (
         "member_name",
         "phone",

@@ -32,6 +32,7 @@ GROUP_PERMISSIONS: dict[str, list[str]] = {
         "accounts.anonymise_member",
         "accounts.view_card",
         "accounts.view_consent",
+        "accounts.export_members",  # CSV/XLSX of the member list; importing is for administrators
         "accounts.add_consent",
         "programs.view_program",
         "programs.view_tier",
