@@ -268,9 +268,11 @@ def _account_from_row(row: tuple[Any, ...], member: Member | None) -> Account:
 
 _LOCK_SQL = (
     "SELECT a.id, a.program_id, a.member_id, a.available, a.pending, a.on_hold"
-    " FROM ledger_account a, (SELECT set_config('lock_timeout', %s, true)) AS cfg"
-    " WHERE a.{column} = %s FOR UPDATE OF a"
+    " FROM ledger_account a, (SELECT set_config('lock_timeout', %(lock_timeout)s, true)) AS cfg"
+    " WHERE a.{column} = %(lock_key)s FOR UPDATE OF a"
 )
+# In a statement sent together with the lock, before its result is known.
+_ACCOUNT_OF_MEMBER = "(SELECT id FROM ledger_account WHERE member_id = %(lock_key)s)"
 
 
 def account_lock(account_or_member: AccountOrMember) -> Account:
@@ -286,32 +288,88 @@ def account_lock(account_or_member: AccountOrMember) -> Account:
 
 
 def _lock(account_or_member: AccountOrMember) -> Account:
-    if isinstance(account_or_member, Account):
-        if getattr(account_or_member, "_ledger_locked", False) and connection.in_atomic_block:
-            return account_or_member
-        member = None
-        rows = _fetch(_LOCK_SQL.format(column="id"), [_lock_timeout(), account_or_member.pk])
-        if not rows:
+    return _lock_and_run(account_or_member, None, {})[0]
+
+
+def _is_locked(account_or_member: AccountOrMember) -> bool:
+    return (
+        isinstance(account_or_member, Account)
+        and getattr(account_or_member, "_ledger_locked", False)
+        and connection.in_atomic_block
+    )
+
+
+def _lock_and_run(
+    account_or_member: AccountOrMember, sql: str | None, params: dict[str, Any]
+) -> tuple[Account, list[tuple[Any, ...]]]:
+    """Lock the member's account row, then run ``sql`` (which says ``%(account)s``).
+
+    Both go in one round trip: two statements in one simple query, so the second
+    one's snapshot is taken after the lock is granted (it sees every change the
+    previous holder of the lock committed). An account that is already locked
+    (from ``account_lock``) is not locked again. Creates a missing member account.
+    """
+    if _is_locked(account_or_member):
+        account = account_or_member
+        rows = _fetch(sql, {**params, "account": account.pk}) if sql else []
+        return account, rows  # type: ignore[return-value]
+    by_member = isinstance(account_or_member, Member)
+    lock_params = {
+        **params,
+        "lock_timeout": _lock_timeout(),
+        "lock_key": account_or_member.pk,
+    }
+    lock_sql = _LOCK_SQL.format(column="member_id" if by_member else "id")
+    follow = ""
+    if sql:
+        follow = sql.replace("%(account)s", _ACCOUNT_OF_MEMBER if by_member else "%(lock_key)s")
+    if follow and _MULTI_STATEMENT:
+        lock_rows, rows = _fetch_two(f"{lock_sql};\n{follow}", lock_params)
+    else:
+        lock_rows = _fetch(lock_sql, lock_params)
+        rows = _fetch(follow, lock_params) if follow and lock_rows else []
+    if not lock_rows:
+        if not by_member:
             raise Account.DoesNotExist(account_or_member.pk)
-        if (
-            account_or_member.member_id is not None
-            and "member" in account_or_member._state.fields_cache
-        ):
-            member = account_or_member.member
-        return _account_from_row(rows[0], member)
-    member = account_or_member
-    rows = _fetch(_LOCK_SQL.format(column="member_id"), [_lock_timeout(), member.pk])
-    if not rows:
-        # First points of this member: create the account, then lock it as usual.
-        _ensure_system_accounts(member.program_id)
+        # First points of this member: create the account, then start again.
+        _ensure_system_accounts(account_or_member.program_id)
         _fetch(
             "INSERT INTO ledger_account (program_id, kind, source, member_id, available, pending,"
             " on_hold, created_at) VALUES (%s, 'member', '', %s, 0, 0, 0, now())"
             " ON CONFLICT (member_id) DO NOTHING",
-            [member.program_id, member.pk],
+            [account_or_member.program_id, account_or_member.pk],
         )
-        rows = _fetch(_LOCK_SQL.format(column="member_id"), [_lock_timeout(), member.pk])
-    return _account_from_row(rows[0], member)
+        return _lock_and_run(account_or_member, sql, params)
+    member = account_or_member if by_member else None
+    if not by_member and "member" in account_or_member._state.fields_cache:
+        member = account_or_member.member
+    return _account_from_row(lock_rows[0], member), rows
+
+
+# Two statements in one execute need client-side binding (Django's default with psycopg 3).
+_MULTI_STATEMENT = not settings.DATABASES["default"].get("OPTIONS", {}).get("server_side_binding")
+
+
+def _fetch_two(
+    sql: str, params: dict[str, Any]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            first = cursor.fetchall()
+            cursor.nextset()
+            second = cursor.fetchall() if cursor.description else []
+            return first, second
+    except OperationalError as exc:
+        if _busy(exc):
+            raise LedgerBusy() from exc
+        raise
+
+
+def _program_for(account_or_member: AccountOrMember) -> Program:
+    if isinstance(account_or_member, Member):
+        return account_or_member.program
+    return _program_of(account_or_member)
 
 
 def _program_of(account: Account) -> Program:
@@ -396,6 +454,7 @@ WITH t AS (
            CASE WHEN %(pending)s THEN {_system_id_sql("pend")} ELSE %(account)s END,
            %(account)s, NULL, %(reverses)s, NULL, %(purchase_ref)s, %(description)s,
            %(by)s, %(now)s
+    WHERE %(account)s IS NOT NULL
     ON CONFLICT ON CONSTRAINT ledger_transfer_unique_reference DO NOTHING
     RETURNING id, debit_account_id, credit_account_id
 ), l AS (
@@ -446,31 +505,31 @@ def points_credit(
         raise ValueError(f"{kind!r} is not a credit kind")
     now = now or timezone.now()
     with _atomic():
-        account = _lock(account_or_member)
         program: Program | None = None
         if available_at is None:
             available_at = now
             if kind == Kind.ACCRUAL:
-                program = _program_of(account)
+                program = _program_for(account_or_member)
                 available_at = now + datetime.timedelta(days=program.accrual_delay_days)
         if expires_at is None and not never_expires:
-            program = program or _program_of(account)
+            program = program or _program_for(account_or_member)
             if program.points_expire_days:
                 expires_at = now + datetime.timedelta(days=program.points_expire_days)
+        program_id = account_or_member.program_id
         if source not in STANDARD_SOURCES:
-            _ensure_system_accounts(account.program_id, [source])
+            _ensure_system_accounts(program_id, [source])
         pending = available_at > now
-        rows = _fetch(
+        account, rows = _lock_and_run(
+            account_or_member,
             _CREDIT_SQL,
             {
                 "reference": reference,
                 "kind": kind,
                 "amount": amount,
-                "program": account.program_id,
+                "program": program_id,
                 **_system_params("src", Account.Kind.ISSUED, source),
                 **_system_params("pend", Account.Kind.PENDING),
                 "pending": pending,
-                "account": account.pk,
                 "reverses": None,
                 "purchase_ref": purchase_ref,
                 "description": description,
@@ -501,30 +560,31 @@ def points_credit(
 
 # --- Debit and hold -----------------------------------------------------------------------
 
-# Spendable lots in spending order, only as many as cover the amount, plus the total.
-_SPENDABLE_SQL = """
-SELECT id, remaining, total FROM (
-    SELECT id, remaining, expires_at,
+# Spendable lots in spending order (soonest expiry first, never an expired or pending
+# lot), as many as cover the amount, planned and written in one statement. Nothing is
+# written when they do not cover it; the last column says how much was spendable.
+_SPEND_SQL = f"""
+WITH lots AS MATERIALIZED (
+    SELECT id, remaining,
            sum(remaining) OVER (ORDER BY expires_at, id) AS running,
            sum(remaining) OVER () AS total
     FROM ledger_lot
     WHERE account_id = %(account)s AND remaining > 0 AND NOT pending
       AND (expires_at IS NULL OR expires_at > %(now)s)
-) s
-WHERE running - remaining < %(amount)s
-ORDER BY expires_at, id
-"""
-
-_DEBIT_SQL = f"""
-WITH t AS (
+), spendable AS (
+    SELECT COALESCE(max(total), 0) AS total FROM lots
+), v AS MATERIALIZED (
+    SELECT id AS lot_id, LEAST(remaining, %(amount)s - (running - remaining)) AS take
+    FROM lots, spendable
+    WHERE running - remaining < %(amount)s AND spendable.total >= %(amount)s
+), t AS (
     {_INSERT_TRANSFER}
-    VALUES (%(reference)s, %(kind)s, %(amount)s, %(account)s, {_system_id_sql("to")},
-            %(account)s, NULL, NULL, %(hold_expires_at)s, %(purchase_ref)s, %(description)s,
-            %(by)s, %(now)s)
+    SELECT %(reference)s, %(kind)s, %(amount)s, %(account)s, {_system_id_sql("to")},
+           %(account)s, NULL, NULL, %(hold_expires_at)s, %(purchase_ref)s, %(description)s,
+           %(by)s, %(now)s
+    FROM spendable WHERE spendable.total >= %(amount)s
     ON CONFLICT ON CONSTRAINT ledger_transfer_unique_reference DO NOTHING
     RETURNING id, credit_account_id
-), v AS (
-    SELECT * FROM unnest(%(lots)s::bigint[], %(takes)s::bigint[]) AS v(lot_id, take)
 ), al AS (
     INSERT INTO ledger_allocation (transfer_id, lot_id, amount)
     SELECT t.id, v.lot_id, v.take FROM t, v
@@ -541,24 +601,9 @@ WITH t AS (
     FROM t WHERE ledger_account.id = %(account)s
     RETURNING available, pending, on_hold
 )
-SELECT t.id, t.credit_account_id, a.available, a.pending, a.on_hold FROM t, a
+SELECT t.id, t.credit_account_id, a.available, a.pending, a.on_hold, spendable.total
+FROM spendable LEFT JOIN (t CROSS JOIN a) ON true
 """
-
-
-def _plan_spend(account: Account, amount: int, now: datetime.datetime) -> tuple[list, list]:
-    rows = _fetch(_SPENDABLE_SQL, {"account": account.pk, "now": now, "amount": amount})
-    total = rows[0][2] if rows else 0
-    if total < amount:
-        raise InsufficientPoints(available=int(total), requested=amount)
-    lots: list[int] = []
-    takes: list[int] = []
-    left = amount
-    for lot_id, remaining, _total in rows:
-        take = min(remaining, left)
-        lots.append(lot_id)
-        takes.append(take)
-        left -= take
-    return lots, takes
 
 
 def _spend(
@@ -580,35 +625,30 @@ def _spend(
     now = now or timezone.now()
     is_hold = kind == Kind.HOLD
     with _atomic():
-        account = _lock(account_or_member)
-        try:
-            lots, takes = _plan_spend(account, amount, now)
-        except InsufficientPoints:
-            if Transfer.objects.filter(reference=reference).exists():
-                return _replay(account, reference, kind, amount)
-            raise
-        rows = _fetch(
-            _DEBIT_SQL,
+        account, rows = _lock_and_run(
+            account_or_member,
+            _SPEND_SQL,
             {
                 "reference": reference,
                 "kind": kind,
                 "amount": amount,
-                "account": account.pk,
-                "program": account.program_id,
+                "program": account_or_member.program_id,
                 **_system_params("to", to_kind, to_source),
                 "hold_expires_at": hold_expires_at,
                 "purchase_ref": purchase_ref,
                 "description": description,
                 "by": _user_id(by),
                 "now": now,
-                "lots": lots,
-                "takes": takes,
                 "is_hold": is_hold,
             },
         )
-        if not rows:
-            return _replay(account, reference, kind, amount)
-        tid, credit_id, account.available, account.pending, account.on_hold = rows[0]
+        tid, credit_id, available, pending, on_hold, spendable = rows[0]
+        if tid is None:
+            # Nothing written: either a replay of this reference, or not enough points.
+            if Transfer.objects.filter(reference=reference).exists():
+                return _replay(account, reference, kind, amount)
+            raise InsufficientPoints(available=int(spendable), requested=amount)
+        account.available, account.pending, account.on_hold = available, pending, on_hold
         return _make_transfer(
             id=tid,
             account=account,
