@@ -6,6 +6,7 @@ import pytest
 
 from ledger.models import Account
 from pos.auth import terminal_cache_clear
+from tests.browser.conftest import ARTIFACTS
 from tests.portal.factories import fake_sms_install, world_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,8 +16,6 @@ PHONE_VIEWPORT = {"width": 360, "height": 740}
 
 @pytest.fixture
 def phone_page(browser, request):  # type: ignore[no-untyped-def]
-    from tests.browser.conftest import ARTIFACTS
-
     context = browser.new_context(locale="ru-RU", viewport=PHONE_VIEWPORT, is_mobile=True)
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -56,6 +55,8 @@ def test_a_member_signs_in_with_an_sms_code_and_sees_their_balance(
     # Light enough for a slow phone: no scripts at all, one stylesheet.
     assert page.locator("script").count() == 0
     assert page.locator("link[rel=stylesheet]").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "portal_home_phone.png"), full_page=True)
 
     page.click("a[href='/my/card/']")
     page.wait_for_url("**/my/card/")

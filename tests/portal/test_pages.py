@@ -51,3 +51,28 @@ def test_the_home_page_shows_the_members_balance_in_russian(world) -> None:  # t
     assert f'id="available">{points.available}<' in html
     assert "бонусов доступно" in html
     assert "Сгорание" in html or "сгора" in html.lower()
+
+
+def test_the_sign_in_pages_render_in_both_languages_for_a_stranger(world) -> None:  # type: ignore[no-untyped-def]
+    client = Client()
+    for language, words in (("en", "Get a code"), ("ru", "Получить код")):
+        response = _get(client, f"/my/sign-in/?program={world.program.code}", language)
+        assert response.status_code == 200 and words in response.content.decode()
+        assert "no-store" in response["Cache-Control"]
+
+
+def test_the_language_switch_at_the_bottom_changes_the_pages_language(world) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in_client(world.member)
+    assert "Sign out" in _get(client, "/my/", "en").content.decode()
+    response = client.post("/i18n/setlang/", {"language": "ru", "next": "/my/"})
+    assert response.status_code == 302 and response["Location"] == "/my/"
+    assert "Выйти" in _get(client, "/my/", "en").content.decode()
+
+
+def test_with_several_programs_the_pages_need_to_be_told_which(world, settings) -> None:  # type: ignore[no-untyped-def]
+    from tests.pos.factories import program_create
+
+    program_create()
+    assert Client().get("/my/sign-in/").status_code == 404
+    settings.PORTAL_PROGRAM = world.program.code
+    assert Client().get("/my/sign-in/").status_code == 200
