@@ -175,10 +175,10 @@ def start_api(workers: int, port: int) -> subprocess.Popen[bytes]:
     args = [gunicorn, "loyalty_site.wsgi", "--workers", str(workers), "--bind"]
     args += [f"127.0.0.1:{port}", "--log-level", "warning", "--worker-tmp-dir", "/dev/shm"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", "/api/v1/members/lookup")
             conn.getresponse().read()
             return proc
@@ -187,7 +187,7 @@ def start_api(workers: int, port: int) -> subprocess.Popen[bytes]:
                 raise SystemExit("gunicorn did not start") from None
             time.sleep(0.3)
     proc.kill()
-    raise SystemExit("gunicorn did not answer within 60 s")
+    raise SystemExit("gunicorn did not answer within 180 s")
 
 
 def _receipt(card: str, n: str, redeem: int) -> bytes:

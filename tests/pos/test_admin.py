@@ -1,0 +1,85 @@
+"""The admin of terminals, purchases and refunds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from pos.models import Terminal
+from tests.pos.factories import (
+    StoreFactory,
+    card_of,
+    member_create,
+    program_create,
+    receipt,
+    till_create,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):  # type: ignore[no-untyped-def]
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456-x")
+    client.force_login(user)
+    return client
+
+
+def test_a_terminal_added_in_the_admin_shows_its_key_once_and_the_key_works(admin_client) -> None:
+    store = StoreFactory(program=program_create())
+    response = admin_client.post(
+        "/admin/pos/terminal/add/", {"store": store.pk, "name": "Till 9"}, follow=True
+    )
+    assert response.status_code == 200
+    key = re.search(r"<code>([A-Za-z0-9_-]{40,})</code>", response.content.decode()).group(1)
+    terminal = Terminal.objects.get(name="Till 9")
+    assert terminal.key_hash and key not in terminal.key_hash
+    got = admin_client.get(
+        "/api/v1/members/lookup", {"card": "1"}, HTTP_AUTHORIZATION=f"Token {key}"
+    )
+    assert got.status_code == 404
+
+
+def test_block_and_rotate_actions(admin_client) -> None:
+    till = till_create()
+    admin_client.post(
+        "/admin/pos/terminal/",
+        {"action": "block_selected", "_selected_action": [str(till.terminal.pk)]},
+    )
+    assert till.get("members/lookup", card="1").status_code == 403
+    admin_client.post(
+        "/admin/pos/terminal/",
+        {"action": "unblock_selected", "_selected_action": [str(till.terminal.pk)]},
+    )
+    response = admin_client.post(
+        "/admin/pos/terminal/",
+        {"action": "rotate_selected", "_selected_action": [str(till.terminal.pk)]},
+        follow=True,
+    )
+    assert till.get("members/lookup", card="1").status_code == 401
+    new_key = re.search(r"<code>([A-Za-z0-9_-]{40,})</code>", response.content.decode()).group(1)
+    till.key = new_key
+    assert till.get("members/lookup", card="1").status_code == 404
+
+
+def test_purchases_are_found_by_receipt_member_and_store(
+    admin_client, django_assert_max_num_queries
+) -> None:
+    till = till_create()
+    member = member_create(program=till.terminal.program)
+    for _ in range(5):
+        till.post("purchases", receipt("10.00", member={"card": card_of(member)}))
+    body = till.post("purchases", receipt("10.00", receipt_number="FIND-ME")).json()
+    till.post(f"purchases/{body['id']}/refunds", {"refund_number": "RF-1"})
+    with django_assert_max_num_queries(12):
+        listing = admin_client.get("/admin/pos/purchase/")
+    assert listing.status_code == 200
+    assert "FIND-ME" in admin_client.get("/admin/pos/purchase/", {"q": "FIND-ME"}).content.decode()
+    by_card = admin_client.get("/admin/pos/purchase/", {"q": card_of(member)}).content.decode()
+    assert by_card.count("/change/") >= 5
+    by_store = admin_client.get("/admin/pos/purchase/", {"q": till.store.code})
+    assert by_store.status_code == 200
+    page = admin_client.get(f"/admin/pos/purchase/{body['id']}/change/").content.decode()
+    assert "RF-1" in page and "10.00" in page
