@@ -138,7 +138,8 @@ def bgnbd_fit(x: object, t_x: object, T: object) -> BgNbdParams:
     def negative_ll(theta: np.ndarray) -> float:
         r, alpha, a, b = np.exp(theta)
         with np.errstate(all="ignore"):
-            value = -float((weights * bgnbd_log_likelihood_terms(r, alpha, a, b, ux, utx, uT)).sum())
+            terms = bgnbd_log_likelihood_terms(r, alpha, a, b, ux, utx, uT)
+            value = -float((weights * terms).sum())
         return value if np.isfinite(value) else 1e300
 
     # Starts: r = 1 with α matching the observed purchase rate, and the usual unit start.
