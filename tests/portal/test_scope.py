@@ -127,3 +127,16 @@ def test_a_token_of_an_anonymised_member_opens_nothing(world) -> None:  # type: 
     auth = {"HTTP_AUTHORIZATION": f"Bearer {pair.access_token}"}
     assert Client().get("/api/v1/me/", **auth).status_code == 401
     assert client.get("/my/").status_code == 302
+
+
+def test_a_member_sending_too_many_api_requests_is_throttled(world, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.PORTAL_API_RATE = "2/minute"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_tokens(world.member).access_token}"}
+    client = Client()
+    assert [client.get("/api/v1/me/points", **auth).status_code for _ in range(2)] == [200, 200]
+    third = client.get("/api/v1/me/points", **auth)
+    assert third.status_code == 429
+    assert third.json()["code"] == "throttled" and int(third["Retry-After"]) > 0
+    # Another member is not slowed down by the first one.
+    other = {"HTTP_AUTHORIZATION": f"Bearer {api_tokens(world.other).access_token}"}
+    assert client.get("/api/v1/me/points", **other).status_code == 200
