@@ -4,7 +4,7 @@ Measures the points ledger in a scratch database (created, migrated, dropped):
 
 1. Throughput through the services, W worker processes on distinct members
    (each member has 10 open lots), for S seconds each: credits/s, debits/s and
-   "purchase-shaped" transactions/s (lock + debit + credit in one transaction,
+   "purchase-shaped" transactions/s (a debit and a credit in one transaction,
    as the cashier API does). Beside it, in the same run on the same server,
    pgbench runs the raw-SQL yardstick (/work/shared/bench, -c 8 -j 2); the
    figure is services ÷ pgbench. Medians of R alternating runs.
@@ -129,7 +129,7 @@ def _worker(
     from django.db import connection, transaction
 
     from accounts.models import Member
-    from ledger.services import LedgerBusy, account_lock, points_credit, points_debit
+    from ledger.services import LedgerBusy, points_credit, points_debit
 
     connection.close()  # never share the parent's socket
     members = list(Member.objects.filter(pk__in=member_ids).select_related("program"))
@@ -154,11 +154,12 @@ def _worker(
                     )
                 elif mode == "debit":
                     points_debit(account_or_member=member, amount=1, reference=reference)
-                else:
-                    account = account_lock(member)
-                    points_debit(account_or_member=account, amount=1, reference=f"{reference}:r")
+                else:  # a purchase: redeem, then earn on the account the debit locked
+                    spent = points_debit(
+                        account_or_member=member, amount=1, reference=f"{reference}:r"
+                    )
                     points_credit(
-                        account_or_member=account,
+                        account_or_member=spent.account,
                         amount=5,
                         kind="accrual",
                         reference=f"{reference}:a",

@@ -225,17 +225,8 @@ class AdjustmentRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProgramLiability)
-class ProgramLiabilityAdmin(admin.ModelAdmin):
+class ProgramLiabilityAdmin(ReadOnlyAdmin):
     """One page: what each program owes its members in points and money."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("ledger.view_transfer")
