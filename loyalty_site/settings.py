@@ -385,6 +385,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "MemberStatusEnum": "pos.api.serializers.MEMBER_STATUSES",
+        "PurchaseStatusEnum": "pos.api.serializers.PURCHASE_STATUSES",
+    },
 }
 
 # --- Security when deployed -----------------------------------------------
