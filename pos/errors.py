@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
@@ -103,6 +104,14 @@ class LockTimeout(Conflict):
     default_detail = _("The member is busy with another request; retry shortly.")
 
 
+class ServiceUnavailable(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    default_detail = _(
+        "The service cannot reach its database for a moment; retry with the same Idempotency-Key."
+    )
+
+
 class Unprocessable(ApiError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "unprocessable"
@@ -183,6 +192,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every error in the shape of API.md."""
     if isinstance(exc, ApiError):
         return error_response(exc)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # A lost or restarting database (failover, PgBouncer restart): nothing was
+        # committed, so the till may safely retry with the same key. Lock timeouts
+        # never get here: the views answer them 409.
+        if getattr(exc.__cause__, "sqlstate", None) == "55P03":
+            return error_response(LockTimeout(retry_after=1))
+        return error_response(ServiceUnavailable(retry_after=1))
     if isinstance(exc, Http404):
         return error_response(NotFound())
     if isinstance(exc, exceptions.ValidationError):

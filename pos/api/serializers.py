@@ -18,6 +18,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_POINTS = 10**12
+# Named enums of the schema (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+MEMBER_STATUSES = ["active", "blocked"]
+PURCHASE_STATUSES = ["pending", "completed", "cancelled"]
 MAX_LINES = 1000
 
 
@@ -192,7 +195,7 @@ class MemberSummaryOut(serializers.Serializer):
     card_number = serializers.CharField(allow_null=True)
     first_name = serializers.CharField()
     phone_masked = serializers.CharField(allow_null=True)
-    status = serializers.ChoiceField(choices=["active", "blocked"])
+    status = serializers.ChoiceField(choices=MEMBER_STATUSES)
     tier = TierOut(allow_null=True)
     balance = BalanceOut()
     next_expiry = ExpiryOut(allow_null=True)
@@ -299,7 +302,7 @@ class RefundOut(serializers.Serializer):
 class PurchaseOut(QuoteOut):
     id = serializers.UUIDField()
     receipt_number = serializers.CharField()
-    status = serializers.ChoiceField(choices=["pending", "completed", "cancelled"])
+    status = serializers.ChoiceField(choices=PURCHASE_STATUSES)
     created_at = serializers.DateTimeField()
     hold_expires_at = serializers.DateTimeField(allow_null=True)
     balance_after = BalanceOut(allow_null=True)

@@ -22,6 +22,7 @@ from accounts import services as accounts_services
 from accounts.models import Channel
 from pos import errors, services
 from pos.api import presenters
+from pos.api import schema as _schema  # noqa: F401  (registers the auth scheme)
 from pos.api import serializers as s
 from pos.api.base import TerminalView, json_response, validated
 from pos.api.receipt_input import receipt_parse
@@ -44,6 +45,11 @@ def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
         401: OpenApiResponse(s.ErrorOut, description="Missing or unknown terminal key."),
         403: OpenApiResponse(s.ErrorOut, description="`terminal_blocked`."),
         429: OpenApiResponse(s.ErrorOut, description="`throttled`, with Retry-After."),
+        503: OpenApiResponse(
+            s.ErrorOut,
+            description="`service_unavailable`: the database is unreachable for a moment; "
+            "retry (with the same Idempotency-Key) after Retry-After.",
+        ),
     }
     for status, text in codes:
         out[status] = OpenApiResponse(s.ErrorOut, description=text)
@@ -386,17 +392,17 @@ class PurchaseDetailView(TerminalView):
 
 
 class _PendingActionView(TerminalView):
-    action: Any = None
+    operation: Any = None  # not `action`: drf-spectacular reads that as the DRF action name
 
     def post(self, request: Request, purchase_id: str) -> HttpResponse:
         raw = request.data or {}
         if not isinstance(raw, dict) or raw:
             raise errors.InvalidInput({"non_field_errors": [_("Send an empty JSON object.")]})
         terminal = self.terminal
-        action = type(self).action
+        operation = type(self).operation
 
         def work() -> tuple[int, bytes]:
-            outcome = action(terminal=terminal, purchase_id=purchase_id)
+            outcome = operation(terminal=terminal, purchase_id=purchase_id)
             return 200, presenters.render(presenters.purchase_body(terminal.program, outcome))
 
         return self.idempotent(request, {}, work)
@@ -413,7 +419,7 @@ _PENDING_RESPONSES = {
 
 
 class PurchaseConfirmView(_PendingActionView):
-    action = staticmethod(services.purchase_confirm)
+    operation = staticmethod(services.purchase_confirm)
 
     @extend_schema(
         operation_id="purchases_confirm",
@@ -427,7 +433,7 @@ class PurchaseConfirmView(_PendingActionView):
 
 
 class PurchaseCancelView(_PendingActionView):
-    action = staticmethod(services.purchase_cancel)
+    operation = staticmethod(services.purchase_cancel)
 
     @extend_schema(
         operation_id="purchases_cancel",
