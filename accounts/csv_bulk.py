@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.db import connection, models, transaction
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -50,6 +51,7 @@ from accounts.csv_format import (
     open_binary,
 )
 from accounts.models import Card, Channel, Consent, Member
+from accounts.selectors import consent_given_subquery
 from programs.models import Program
 
 # done rows, total rows (None: unknown), phase ("reading", "checking", "writing", "done")
@@ -658,52 +660,56 @@ def count_lines(stream: IO[bytes]) -> int:
 # --- Export -----------------------------------------------------------------
 
 
-def export_cells(
-    *,
-    phone: str | None,
-    card_number: str | None,
-    first_name: str,
-    last_name: str,
-    email: str,
-    birth_date: datetime.date | None,
-    store: str | None,
-    registered_at: datetime.datetime | None,
-    consents: Sequence[bool | None],
-    zone: datetime.tzinfo,
-) -> list[str]:
-    """One member as export cells, in COLUMNS order, formulae escaped."""
-    cells = [
-        phone or "",
-        card_number or "",
-        first_name or "",
-        last_name or "",
-        email or "",
-        birth_date.isoformat() if birth_date else "",
-        store or "",
-        registered_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if registered_at else "",
-        *("" if c is None else ("1" if c else "0") for c in consents),
-    ]
-    return [escape_formula(c) for c in cells]
+def members_export_rows(queryset: QuerySet[Member]) -> Iterator[list[str]]:
+    """The members of `queryset` as export cells (COLUMNS order), formulae escaped.
 
+    One query (active card and current consents as subqueries), read in
+    chunks through a server-side cursor, so memory does not grow with the list.
+    Anonymised members have nothing left to export and are skipped.
+    """
+    import zoneinfo
 
-EXPORT_SQL = """
-SELECT m.phone, ac.number, m.first_name, m.last_name, m.email, m.birth_date, st.code,
-       m.registered_at,
-       (SELECT x.granted FROM accounts_consent x
-        WHERE x.member_id = m.id AND x.kind = 'personal_data'
-        ORDER BY x.created_at DESC, x.id DESC LIMIT 1),
-       (SELECT x.granted FROM accounts_consent x
-        WHERE x.member_id = m.id AND x.kind = 'marketing_sms'
-        ORDER BY x.created_at DESC, x.id DESC LIMIT 1),
-       (SELECT x.granted FROM accounts_consent x
-        WHERE x.member_id = m.id AND x.kind = 'marketing_email'
-        ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
-FROM accounts_member m
-LEFT JOIN accounts_card ac ON ac.member_id = m.id AND ac.status = 'active'
-LEFT JOIN programs_store st ON st.id = m.store_id
-WHERE m.program_id = %s AND m.status <> 'anonymised'
-ORDER BY m.registered_at, m.id
-"""
+    active_card = Card.objects.filter(member=OuterRef("pk"), status=Card.Status.ACTIVE)
+    rows = (
+        queryset.exclude(status=Member.Status.ANONYMISED)
+        .annotate(
+            csv_card=Subquery(active_card.values("number")[:1]),
+            csv_pd=consent_given_subquery(Consent.Kind.PERSONAL_DATA),
+            csv_sms=consent_given_subquery(Consent.Kind.MARKETING_SMS),
+            csv_email=consent_given_subquery(Consent.Kind.MARKETING_EMAIL),
+        )
+        .order_by("registered_at", "id")
+        .values_list(
+            "phone",
+            "csv_card",
+            "first_name",
+            "last_name",
+            "email",
+            "birth_date",
+            "store__code",
+            "registered_at",
+            "csv_pd",
+            "csv_sms",
+            "csv_email",
+            "program__time_zone",
+        )
+    )
+    zones: dict[str, zoneinfo.ZoneInfo] = {}
+    for *values, zone_name in rows.iterator(chunk_size=5000):
+        zone = zones.get(zone_name) or zones.setdefault(zone_name, zoneinfo.ZoneInfo(zone_name))
+        phone, card, first, last, email, born, store, registered, *consents = values
+        cells = [
+            phone or "",
+            card or "",
+            first or "",
+            last or "",
+            email or "",
+            born.isoformat() if born else "",
+            store or "",
+            registered.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if registered else "",
+            *("" if c is None else ("1" if c else "0") for c in consents),
+        ]
+        yield [escape_formula(c) for c in cells]
 
 
 def members_export_stream(
@@ -715,37 +721,18 @@ def members_export_stream(
 ) -> int:
     """Write the program's members as CSV (header in `language`; `;` for Russian).
 
-    Streams through a server-side cursor, so memory does not grow with the
-    number of members. The caller writes the BOM if the target wants one.
+    The caller writes the BOM if the target wants one.
     """
-    import zoneinfo
-
     progress = progress or _quiet
-    zone = zoneinfo.ZoneInfo(program.time_zone)
     russian = (language or "").lower().startswith("ru")
     writer = csv.writer(out, delimiter=";" if russian else ",")
     writer.writerow(export_headers(language))
+    members = Member.objects.filter(program=program)
+    total = members.exclude(status=Member.Status.ANONYMISED).count()
     written = 0
-    total = Member.objects.filter(program=program).exclude(status="anonymised").count()
-    with transaction.atomic(), connection.connection.cursor(name="members_export") as cursor:
-        cursor.itersize = 10_000
-        cursor.execute(EXPORT_SQL, [program.pk])
-        for row in cursor:
-            phone, card, first, last, email, born, store, registered, *consents = row
-            writer.writerow(
-                export_cells(
-                    phone=phone,
-                    card_number=card,
-                    first_name=first,
-                    last_name=last,
-                    email=email,
-                    birth_date=born,
-                    store=store,
-                    registered_at=registered,
-                    consents=consents,
-                    zone=zone,
-                )
-            )
+    with transaction.atomic():  # server-side cursors live in a transaction
+        for cells in members_export_rows(members):
+            writer.writerow(cells)
             written += 1
             if written % PROGRESS_EVERY == 0:
                 progress(written, total, "writing")

@@ -24,7 +24,7 @@ from typing import Any
 
 import tablib
 from django.core.files.base import ContentFile
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -39,7 +39,7 @@ from accounts.csv_bulk import (
     ImportSummary,
     MemberImport,
     RowOutcome,
-    export_cells,
+    members_export_rows,
 )
 from accounts.csv_format import (
     COLUMNS,
@@ -48,8 +48,7 @@ from accounts.csv_format import (
     export_headers,
     open_text,
 )
-from accounts.models import Card, Member
-from accounts.selectors import consent_given_subquery
+from accounts.models import Member
 from programs.models import Program
 
 # How many rows the preview lists (all counts are always shown; the refused
@@ -219,56 +218,9 @@ class MemberResource(resources.ModelResource):
 
     def export(self, queryset: QuerySet[Member] | None = None, **kwargs: Any) -> tablib.Dataset:
         """The members of `queryset` (the admin's filtered list), one row each, formulae escaped."""
-        import zoneinfo
-
-        if queryset is None:
-            queryset = Member.objects.all()
-        active_card = Card.objects.filter(member=OuterRef("pk"), status=Card.Status.ACTIVE)
-        rows = (
-            queryset.exclude(status=Member.Status.ANONYMISED)
-            .annotate(
-                csv_card=Subquery(active_card.values("number")[:1]),
-                csv_pd=consent_given_subquery("personal_data"),
-                csv_sms=consent_given_subquery("marketing_sms"),
-                csv_email=consent_given_subquery("marketing_email"),
-            )
-            .order_by("registered_at", "id")
-            .values_list(
-                "phone",
-                "csv_card",
-                "first_name",
-                "last_name",
-                "email",
-                "birth_date",
-                "store__code",
-                "registered_at",
-                "csv_pd",
-                "csv_sms",
-                "csv_email",
-                "program__time_zone",
-            )
-        )
         dataset = tablib.Dataset(headers=self.get_export_headers())
-        zones: dict[str, zoneinfo.ZoneInfo] = {}
-        for phone, card, first, last, email, born, store, registered, *rest in rows.iterator(
-            chunk_size=5000
-        ):
-            *consents, zone_name = rest
-            zone = zones.get(zone_name) or zones.setdefault(zone_name, zoneinfo.ZoneInfo(zone_name))
-            dataset.append(
-                export_cells(
-                    phone=phone,
-                    card_number=card,
-                    first_name=first,
-                    last_name=last,
-                    email=email,
-                    birth_date=born,
-                    store=store,
-                    registered_at=registered,
-                    consents=consents,
-                    zone=zone,
-                )
-            )
+        for cells in members_export_rows(Member.objects.all() if queryset is None else queryset):
+            dataset.append(cells)
         return dataset
 
 
