@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,24 @@ def test_the_large_import_page_starts_a_job(admin_client: Client, settings: Any)
         app.conf.task_always_eager = False
     assert response.status_code == 302
     assert counts(program)[0] == 3
+
+
+def test_an_xlsx_file_with_typed_cells_imports_like_its_csv(admin_client: Client) -> None:
+    program = program_with_store()
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Телефон", "Имя", "Дата рождения", "Согласие на обработку ПД"])
+    sheet.append([79123456789, "Анна", datetime.datetime(1985, 3, 12), "да"])
+    data = io.BytesIO()
+    book.save(data)
+    upload = SimpleUploadedFile("members.xlsx", data.getvalue())
+
+    shown = admin_client.post(
+        reverse(IMPORT_URL),
+        {"resource": "0", "format": "1", "program": program.pk, "import_file": upload},
+    )
+    confirm(admin_client, shown)
+
+    member = Member.objects.get(program=program)
+    assert (member.phone, member.first_name) == ("+79123456789", "Анна")
+    assert member.birth_date == datetime.date(1985, 3, 12)
