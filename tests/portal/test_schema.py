@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from django.test import Client
 from django.urls import include, path
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
@@ -35,3 +37,11 @@ def test_the_schema_lists_every_member_endpoint_with_the_bearer_token() -> None:
     assert paths["/api/v1/me/points"]["get"]["security"] == [{"memberToken": []}]
     # Signing in needs no token.
     assert paths["/api/v1/me/sign-in/code"]["post"].get("security") in (None, [], [{}])
+
+
+@pytest.mark.django_db
+def test_the_served_schema_includes_the_member_api() -> None:
+    response = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/api/v1/me/points" in paths and "/api/v1/members/lookup" in paths
