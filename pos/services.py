@@ -806,7 +806,9 @@ def _member_spend_lower(
 # --- tiers: the nightly job ---------------------------------------------------------
 
 
-def tiers_recalculate(*, program_id: int, now: datetime.datetime | None = None) -> int:
+def tiers_recalculate(
+    *, program_id: int, now: datetime.datetime | None = None, reason: str = "window"
+) -> int:
     """Recompute qualifying spend over the tier window and move tiers to match it.
 
     Set-based: one statement recomputes the spend of members whose stored spend
@@ -868,7 +870,7 @@ def tiers_recalculate(*, program_id: int, now: datetime.datetime | None = None) 
                     from_tier_id=old,
                     to_tier_id=tier.id,
                     qualifying_spend=spend,
-                    reason=TierChange.Reason.WINDOW,
+                    reason=reason,
                     created_at=now,
                 )
                 for member_id, old, spend in moved
