@@ -58,6 +58,15 @@ def _phone(national: str, rng: random.Random) -> str:
     return f"+7({a}){b}-{c}-{d}"
 
 
+def _national(i: int, seed: int) -> str:
+    # A permutation of 9xx numbers: unique without remembering them.
+    return str(9_000_000_000 + (i * 7_919_777 + seed) % 1_000_000_000)
+
+
+def _day(rng: random.Random, first_year: int, last_year: int) -> tuple[int, int, int]:
+    return rng.randrange(first_year, last_year), rng.randrange(1, 13), rng.randrange(1, 29)
+
+
 def members_csv_write(path: Path, rows: int, *, russian: bool, seed: int = 1) -> Path:
     """Write `rows` member rows to `path`: cp1251 with `;` and Russian headers, or UTF-8 BOM."""
     rng = random.Random(seed)
@@ -67,8 +76,7 @@ def members_csv_write(path: Path, rows: int, *, russian: bool, seed: int = 1) ->
         writer = csv.writer(out, delimiter=";" if russian else ",")
         writer.writerow(HEADERS_RU if russian else HEADERS_EN)
         for i in range(rows):
-            # A permutation of 9xx numbers: unique without remembering them.
-            national = str(9_000_000_000 + (i * 7_919_777 + seed) % 1_000_000_000)
+            national = _national(i, seed)
             phone = _phone(national, rng)
             roll = rng.random()
             consent = yes
@@ -79,20 +87,24 @@ def members_csv_write(path: Path, rows: int, *, russian: bool, seed: int = 1) ->
                 phone = f"8 (9{rng.randrange(10, 99)}) abc-12-34"
             elif roll < 0.015 and i > 10:
                 # the same person twice, typed differently
-                phone = _phone(str(9_000_000_000 + ((i - 7) * 7_919_777 + seed) % 1_000_000_000), rng)
+                phone = _phone(_national(i - 7, seed), rng)
             elif roll < 0.025:
                 consent = rng.choice(["", no])
             elif roll < 0.028:
                 birth = "31.02.1980"
             if not birth and rng.random() < 0.7:
-                year, month, day = rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29)
+                year, month, day = _day(rng, 1950, 2006)
                 birth = (
-                    f"{day:02d}.{month:02d}.{year}" if rng.random() < 0.5 else f"{year}-{month:02d}-{day:02d}"
+                    f"{day:02d}.{month:02d}.{year}"
+                    if rng.random() < 0.5
+                    else f"{year}-{month:02d}-{day:02d}"
                 )
             first, last = rng.choice(FIRST), rng.choice(LAST)
             email = f"user{i}@{rng.choice(DOMAINS)}" if rng.random() < 0.6 else ""
-            card = f"3{i:012d}" if rng.random() < 0.3 else ""
-            registered = f"20{rng.randrange(15, 25)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+            # Legacy numbers from an older system, distinct between files of other seeds.
+            card = f"3{seed % 1000:03d}{i:09d}" if rng.random() < 0.3 else ""
+            year, month, day = _day(rng, 2015, 2025)
+            registered = f"{year}-{month:02d}-{day:02d}"
             writer.writerow(
                 [
                     phone,
