@@ -71,15 +71,22 @@ def segment_recalculate(*, segment: Segment, at: datetime | None = None) -> int:
             )
             if segment.kind != Segment.Kind.STATIC:
                 sql, params = segment_members(segment, at=at).values("id").query.sql_with_params()
+                # The wanted members once, then two hash anti-joins (NOT IN over a large
+                # subquery can turn quadratic when it does not fit in work_mem).
+                cursor.execute("DROP TABLE IF EXISTS _segment_wanted")
+                cursor.execute(f"CREATE TEMP TABLE _segment_wanted ON COMMIT DROP AS {sql}", params)
+                cursor.execute("ANALYZE _segment_wanted")
                 cursor.execute(
-                    f"DELETE FROM campaigns_segmentmember sm WHERE sm.segment_id = %s "
-                    f"AND sm.member_id NOT IN ({sql})",
-                    [segment.pk, *params],
+                    "DELETE FROM campaigns_segmentmember sm WHERE sm.segment_id = %s "
+                    "AND NOT EXISTS (SELECT 1 FROM _segment_wanted w WHERE w.id = sm.member_id)",
+                    [segment.pk],
                 )
                 cursor.execute(
-                    f"INSERT INTO campaigns_segmentmember (segment_id, member_id) "
-                    f"SELECT %s, w.id FROM ({sql}) w ON CONFLICT DO NOTHING",
-                    [segment.pk, *params],
+                    "INSERT INTO campaigns_segmentmember (segment_id, member_id) "
+                    "SELECT %s, w.id FROM _segment_wanted w WHERE NOT EXISTS ("
+                    "SELECT 1 FROM campaigns_segmentmember sm "
+                    "WHERE sm.segment_id = %s AND sm.member_id = w.id)",
+                    [segment.pk, segment.pk],
                 )
             cursor.execute(
                 "SELECT count(*) FROM campaigns_segmentmember WHERE segment_id = %s", [segment.pk]
