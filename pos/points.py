@@ -74,8 +74,12 @@ def _earn(
     purchase: Purchase,
     breakdown: list[dict[str, Any]],
     now: datetime.datetime,
+    expiries: dict[str, datetime.datetime | None] | None = None,
 ) -> None:
-    """Credit the purchase's earned points: one lot per funding source (base, each campaign)."""
+    """Credit the purchase's earned points: one lot per funding source (base, each campaign).
+
+    `expiries` overrides the program's expiry per source (a campaign's shorter one).
+    """
     by_source: dict[str, int] = {}
     for part in breakdown:
         source = "base" if part["source"] != "campaign" else f"campaign:{part['campaign_id']}"
@@ -93,7 +97,11 @@ def _earn(
             available_at=available_at,
             purchase_ref=str(purchase.id),
             now=now,
-            **_expiry(program, now),
+            **(
+                {"expires_at": expiries[source]}
+                if expiries and expiries.get(source)
+                else _expiry(program, now)
+            ),
         )
 
 
@@ -104,6 +112,7 @@ def purchase_settle(
     purchase: Purchase,
     receipt: earning.Receipt,
     now: datetime.datetime,
+    expiries: dict[str, datetime.datetime | None] | None = None,
 ) -> None:
     """A committed purchase: the redeemed points leave, the earned ones arrive."""
     account = locked_account(member, program.id)
@@ -121,6 +130,7 @@ def purchase_settle(
         purchase=purchase,
         breakdown=purchase.earn_breakdown,
         now=now,
+        expiries=expiries,
     )
     _sync(member, account)
 
@@ -198,6 +208,7 @@ def refund_settle(
     consumed_before: int,
     returned: int,
     now: datetime.datetime,
+    by_campaign: dict[int, int] | None = None,
 ) -> int:
     """Take back `earned_back` earned points as far as the balance allows; give back
     `returned` redeemed points to their lots. Returns the points actually taken back.
@@ -223,6 +234,9 @@ def refund_settle(
             if want <= 0:
                 continue
             left -= want
+            if by_campaign is not None and ":earn:campaign:" in credit.reference:
+                campaign_id = int(credit.reference.rsplit(":", 1)[1])
+                by_campaign[campaign_id] = by_campaign.get(campaign_id, 0) + want
             credit.account = account
             result = ledger.transfer_reverse(
                 transfer=credit, amount=want, reference=f"refund:{refund.id}:take:{n}", now=now

@@ -107,26 +107,59 @@ class ReceiptInput:
         )
 
 
-# A campaign evaluation step factory: (program, member, terminal, receipt) -> step or None.
-# campaigns plugs its engine in here; until then coupons are refused.
+@dataclass
+class CampaignRun:
+    """The campaign step of one receipt and where its result lands (campaigns.till)."""
+
+    step: earning.CampaignStep | None
+    result: Any = None  # campaigns.till.TillResult
+
+
+# A campaign evaluation step factory: (program, member, terminal, receipt, rules, now) ->
+# CampaignRun. campaigns plugs its engine in here; tests may swap it.
 CampaignStepFactory = Callable[
-    [ProgramInfo, MemberState | None, TerminalInfo, ReceiptInput], earning.CampaignStep | None
+    [
+        ProgramInfo,
+        MemberState | None,
+        TerminalInfo,
+        ReceiptInput,
+        earning.Rules,
+        datetime.datetime,
+        frozenset[int],
+    ],
+    CampaignRun,
 ]
 
 
-def _no_campaigns(
-    program: ProgramInfo, member: MemberState | None, terminal: TerminalInfo, data: ReceiptInput
-) -> earning.CampaignStep | None:
-    if data.coupons:
-        raise errors.CouponInvalid(
-            _("Coupon %(code)s is not known.") % {"code": data.coupons[0]},
-            coupon=data.coupons[0],
-            reason="unknown",
-        )
-    return None
+def _campaigns_step(
+    program: ProgramInfo,
+    member: MemberState | None,
+    terminal: TerminalInfo,
+    data: ReceiptInput,
+    rules: earning.Rules,
+    now: datetime.datetime,
+    exclude: frozenset[int] = frozenset(),
+) -> CampaignRun:
+    from campaigns.till import campaign_step
+
+    step, result = campaign_step(
+        program_id=program.id,
+        zone=program.time_zone,
+        earning_rules=rules,
+        member_id=member.id if member else None,
+        store_id=terminal.store_id,
+        at=now,
+        line_nos=list(range(1, len(data.lines) + 1)),
+        quantities=[x["quantity"] for x in data.lines],
+        coupons=data.coupons,
+        next_expiry=None,
+        exclude=exclude,
+        tier_id=member.tier_id if member else None,
+    )
+    return CampaignRun(step=step, result=result)
 
 
-campaign_step_factory: CampaignStepFactory = _no_campaigns
+campaign_step_factory: CampaignStepFactory = _campaigns_step
 
 
 def rules_for(program: ProgramInfo, member: MemberState | None) -> earning.Rules:
@@ -175,27 +208,116 @@ def _member_of(
 
 
 def _compute(
-    terminal: TerminalInfo, member: MemberState | None, data: ReceiptInput
-) -> earning.Receipt:
+    terminal: TerminalInfo,
+    member: MemberState | None,
+    data: ReceiptInput,
+    now: datetime.datetime,
+    exclude: frozenset[int] = frozenset(),
+) -> tuple[earning.Receipt, CampaignRun]:
     program = terminal.program
-    step = campaign_step_factory(program, member, terminal, data)
+    rules = rules_for(program, member)
+    run = campaign_step_factory(program, member, terminal, data, rules, now, exclude)
     lines = [earning.Line(x["sku"], x["category"], x["amount"]) for x in data.lines]
     if sum((x.amount for x in lines), Decimal(0)) >= Decimal(10**12):
         raise errors.InvalidInput({"lines": [_("The receipt total is too large.")]})
     try:
-        return earning.receipt_compute(
-            rules_for(program, member),
+        receipt = earning.receipt_compute(
+            rules,
             lines,
             available=member.available if member else None,
             redeem=data.redeem,
             earns=member is not None,
-            campaigns=step,
+            campaigns=run.step,
         )
     except earning.RedeemLimitExceeded as exc:
         raise errors.RedeemLimitExceeded(
             _("At most %(n)s points can be redeemed on this receipt.") % {"n": exc.max_allowed},
             max_allowed=exc.max_allowed,
         ) from None
+    problems = run.result.coupon_problems if run.result is not None else {}
+    if data.coupons and run.result is None:
+        problems = dict.fromkeys(data.coupons, "unknown")
+    if problems:
+        code, reason = next(iter(problems.items()))
+        raise errors.CouponInvalid(
+            _("Coupon %(code)s cannot be used: %(reason)s.") % {"code": code, "reason": reason},
+            coupon=code,
+            reason=reason,
+            coupons=problems,
+        )
+    return receipt, run
+
+
+def _campaigns_reserve_or_refuse(**kwargs: Any) -> None:
+    from campaigns.services import CampaignsUnavailable
+
+    try:
+        _campaigns_reserve(**kwargs)
+    except CampaignsUnavailable as exc:
+        # A budget, a member limit or a code ran out since the quote: the till quotes
+        # again (without those campaigns) and sends the purchase again.
+        code, reason = next(iter(exc.codes.items()), ("", "used_up"))
+        raise errors.CouponInvalid(
+            _("A campaign or coupon of this receipt is no longer available; quote again."),
+            coupon=code or None,
+            reason=reason,
+            campaigns=[str(c) for c in exc.campaign_ids],
+        ) from None
+
+
+def _campaign_expiries(
+    program: ProgramInfo, receipt: earning.Receipt, run: CampaignRun, now: datetime.datetime
+) -> dict[str, datetime.datetime | None] | None:
+    """Campaign points may expire sooner than the program's: {"campaign:<id>": expires_at}."""
+    points = {int(p.campaign_id): p.points for p in receipt.breakdown if p.source == "campaign"}
+    if not points or run.result is None:
+        return None
+    from campaigns.services import payments_plan
+
+    plan = payments_plan(program=program, rules=run.result.rules, points=points, at=now)
+    return {f"campaign:{p.campaign_id}": p.expires_at for p in plan}
+
+
+def _evaluation(run: CampaignRun) -> Any:
+    if run.result is None:
+        return None
+    return run.result.step_result.evaluation or run.result.evaluation
+
+
+def _campaigns_reserve(
+    *,
+    program: ProgramInfo,
+    member: MemberState,
+    purchase: Purchase,
+    receipt: earning.Receipt,
+    run: CampaignRun,
+    now: datetime.datetime,
+    confirm: bool,
+) -> None:
+    """Take the campaigns' budgets, member limits and codes for this purchase."""
+    evaluation = _evaluation(run)
+    if evaluation is None or not (evaluation.breakdown or evaluation.coupons_applied):
+        return
+    from accounts.models import Member
+    from campaigns.services import campaigns_reserve
+    from programs.models import Program
+
+    program_row = Program(pk=program.id, code=program.code, time_zone=str(program.time_zone))
+    member_row = Member(pk=member.id, program_id=program.id)
+    for row in (program_row, member_row):
+        row._state.adding = False
+        row._state.db = "default"
+    points = {int(p.campaign_id): p.points for p in receipt.breakdown if p.source == "campaign"}
+    campaigns_reserve(
+        program=program_row,
+        member=member_row,
+        reference=str(purchase.id),
+        evaluation=evaluation,
+        at=now,
+        rules=run.result.rules,
+        points=points,
+        confirm=confirm,
+    )
 
 
 @dataclass
@@ -213,7 +335,7 @@ class Outcome:
 def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
     """What this receipt would redeem and earn; changes nothing."""
     member = _member_of(terminal, data.member, lock=False)
-    receipt = _compute(terminal, member, data)
+    receipt, _run = _compute(terminal, member, data, timezone.now())
     expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
     return Outcome(receipt=receipt, member=member, expiry=expiry, lines=data.lines)
 
@@ -230,7 +352,7 @@ def purchase_create(
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
         member = _member_of(terminal, data.member, lock=True)
-        receipt = _compute(terminal, member, data)
+        receipt, run = _compute(terminal, member, data, now)
         status = Purchase.Status.COMPLETED if data.commit else Purchase.Status.PENDING
         purchase = Purchase(
             id=uuid.uuid4(),
@@ -285,9 +407,23 @@ def purchase_create(
             )
         _purchase_insert(purchase, line_rows)
         if member is not None:
+            _campaigns_reserve_or_refuse(
+                program=program,
+                member=member,
+                purchase=purchase,
+                receipt=receipt,
+                run=run,
+                now=now,
+                confirm=data.commit,
+            )
             if data.commit:
                 points.purchase_settle(
-                    program=program, member=member, purchase=purchase, receipt=receipt, now=now
+                    program=program,
+                    member=member,
+                    purchase=purchase,
+                    receipt=receipt,
+                    now=now,
+                    expiries=_campaign_expiries(program, receipt, run, now),
                 )
                 expiry = _member_facts_add(program=program, member=member, purchase=purchase)
             else:
@@ -484,6 +620,10 @@ def purchase_confirm(
         Purchase.objects.filter(pk=purchase.pk).update(
             status=Purchase.Status.COMPLETED, completed_at=now
         )
+        if purchase.campaigns:
+            from campaigns.services import campaigns_confirm
+
+            campaigns_confirm(reference=str(purchase.id))
         purchase.status, purchase.completed_at = Purchase.Status.COMPLETED, now
         if member is None:
             expiry = None
@@ -514,6 +654,10 @@ def purchase_cancel(
         Purchase.objects.filter(pk=purchase.pk).update(
             status=Purchase.Status.CANCELLED, cancelled_at=now
         )
+        if purchase.campaigns:
+            from campaigns.services import campaigns_release
+
+            campaigns_release(reference=str(purchase.id))
         purchase.status, purchase.cancelled_at = Purchase.Status.CANCELLED, now
         lines = list(PurchaseLine.objects.filter(purchase=purchase).order_by("line_no"))
         expiry = next_expiry(member.account_id, program.time_zone) if member else None
@@ -674,6 +818,7 @@ def refund_create(
                 raise errors.DuplicateRefund() from None
             raise
         taken = 0
+        by_campaign: dict[int, int] = {}
         if member is not None:
             taken = points.refund_settle(
                 program=program,
@@ -684,7 +829,12 @@ def refund_create(
                 consumed_before=consumed_before,
                 returned=returned,
                 now=now,
+                by_campaign=by_campaign,
             )
+            if by_campaign:
+                from campaigns.services import campaigns_refund
+
+                campaigns_refund(reference=str(purchase.id), points_by_campaign=by_campaign)
         shortfall = earned_back - taken
         refund_lines = _refund_lines_build(refund, parts, taken)
         RefundLine.objects.bulk_create(refund_lines)

@@ -1,0 +1,51 @@
+"""Campaigns plugged into the quote and the purchase: extra points, coupons, refunds."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from campaigns.models import CampaignUse
+from ledger.models import Lot
+from tests.campaigns.factories import running_campaign
+from tests.pos.factories import card_of, member_create, program_create, receipt, till_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_running_campaign_adds_its_points_with_its_own_part_and_funding() -> None:
+    program = program_create()
+    campaign = running_campaign(program=program, multiplier=Decimal("2"))
+    till = till_create(program=program)
+    member = member_create(program=program)
+    body = till.post("purchases", receipt("1000.00", member={"card": card_of(member)})).json()
+    assert body["earn"]["points"] == 100
+    parts = {(p["source"], p["campaign_id"]): p["points"] for p in body["earn"]["breakdown"]}
+    assert parts == {("base", None): 50, ("campaign", str(campaign.pk)): 50}
+    assert body["campaigns"] == [{"id": str(campaign.pk), "name": campaign.name}]
+    assert Lot.objects.get(account__member=member, source=f"campaign:{campaign.pk}").amount == 50
+    assert CampaignUse.objects.filter(reference=body["id"], campaign=campaign).exists()
+    refund = till.post(f"purchases/{body['id']}/refunds", {"refund_number": "R"}).json()
+    assert refund["points_reversed"] == 100
+
+
+def test_a_coupon_unlocks_its_campaign_and_an_unknown_one_is_refused() -> None:
+    program = program_create()
+    campaign = running_campaign(
+        program=program, codes=["SPRING25"], requires_code=True, fixed_points=25
+    )
+    till = till_create(program=program)
+    member = member_create(program=program)
+    card = {"card": card_of(member)}
+    plain = till.post("purchases/quote", receipt("100.00", member=card)).json()
+    assert plain["earn"]["points"] == 5
+    coupon = till.post(
+        "purchases/quote", receipt("100.00", member=card, coupons=["SPRING25"])
+    ).json()
+    assert coupon["earn"]["points"] == 30, coupon
+    response = till.post("purchases/quote", receipt("100.00", member=card, coupons=["NOPE"]))
+    assert response.status_code == 422
+    assert response.json()["code"] == "coupon_invalid"
+    assert response.json()["coupon"] == "NOPE" and response.json()["reason"] == "unknown"
+    assert campaign.pk
