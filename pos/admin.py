@@ -307,9 +307,83 @@ class MemberTierChangeInline(ReadOnlyMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("from_tier", "to_tier")
 
 
+def member_purchases_panel(member: Any) -> str:
+    """The member page's purchases and tier changes (accounts.admin.member_panel_register)."""
+    from django.urls import reverse
+    from django.utils.html import format_html_join
+
+    purchases = list(
+        Purchase.objects.filter(member=member)
+        .select_related("store")
+        .order_by("-purchased_at")[:10]
+    )
+    changes = list(
+        TierChange.objects.filter(member=member)
+        .select_related("from_tier", "to_tier")
+        .order_by("-created_at")[:5]
+    )
+    rows = format_html_join(
+        "",
+        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+        "<td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                reverse("admin:pos_purchase_change", args=[p.pk]),
+                p.receipt_number,
+                p.purchased_at.strftime("%Y-%m-%d %H:%M"),
+                p.store.code,
+                p.get_status_display(),
+                p.total,
+                p.redeemed_points,
+                p.earned_points,
+                p.refunded_amount,
+            )
+            for p in purchases
+        ),
+    )
+    tiers = format_html_join(
+        "",
+        "<li>{}: {} → {} ({}, {})</li>",
+        (
+            (
+                c.created_at.strftime("%Y-%m-%d"),
+                c.from_tier or "—",
+                c.to_tier or "—",
+                c.get_reason_display(),
+                c.qualifying_spend,
+            )
+            for c in changes
+        ),
+    )
+    link = reverse("admin:pos_purchase_changelist") + f"?member__id__exact={member.pk}"
+    return format_html(
+        "<h3>{}</h3><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
+        "<th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>"
+        '<p><a href="{}">{}</a></p><h3>{}</h3><ul>{}</ul>',
+        gettext("Latest purchases"),
+        gettext("receipt"),
+        gettext("time"),
+        gettext("store"),
+        gettext("status"),
+        gettext("total"),
+        gettext("points redeemed"),
+        gettext("points earned"),
+        gettext("refunded"),
+        rows,
+        link,
+        gettext("All purchases of this member"),
+        gettext("Tier changes"),
+        tiers or format_html("<li>{}</li>", gettext("none")),
+    )
+
+
 def _register_member_page_hook() -> None:
     from accounts import admin as accounts_admin
 
+    register = getattr(accounts_admin, "member_panel_register", None)
+    if register is not None:
+        register(member_purchases_panel)
+        return
     inlines = getattr(accounts_admin, "MEMBER_PAGE_INLINES", None)
     if inlines is not None:
         for inline in (MemberPurchaseInline, MemberTierChangeInline):

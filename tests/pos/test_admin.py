@@ -83,3 +83,18 @@ def test_purchases_are_found_by_receipt_member_and_store(
     assert by_store.status_code == 200
     page = admin_client.get(f"/admin/pos/purchase/{body['id']}/change/").content.decode()
     assert "RF-1" in page and "10.00" in page
+
+
+def test_the_member_page_shows_purchases_and_tier_changes(admin_client) -> None:
+    from tests.pos.factories import tiers_create
+
+    program = program_create()
+    tiers_create(program)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    till.post(
+        "purchases", receipt("10000.00", receipt_number="BIG-1", member={"card": card_of(member)})
+    )
+    page = admin_client.get(f"/admin/accounts/member/{member.pk}/change/").content.decode()
+    assert "BIG-1" in page
+    assert "Silver" in page
