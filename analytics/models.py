@@ -7,6 +7,7 @@ nothing else writes these tables and analytics never writes anyone else's.
 Invariants:
 - analytics_dailystats_unique / analytics_dailypoints_unique /
   analytics_membermonth_unique / analytics_tiermoves_unique /
+  analytics_periodmembers_unique / analytics_cohortcell_unique /
   analytics_tiersnapshot_unique / analytics_rfmcell_unique: one row per key, so a
   rebuild that runs twice (or concurrently, under the program lock) gives the
   same rows, not double counts;
@@ -135,6 +136,76 @@ class MemberMonth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member_id} {self.month:%Y-%m}"
+
+
+class PeriodMembers(models.Model):
+    """Distinct members of a period of `months` months ending with `month`, per store and tier.
+
+    Precomputed from MemberMonth by the nightly job, so the dashboard never counts
+    distinct members over raw rows: store or tier empty means "all". `ever` is the
+    members who bought at any time up to the end of `month` (sleeping = ever minus
+    the members active in the 3-month period ending with `month`).
+    """
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(_("period ends with month"))
+    months = models.PositiveSmallIntegerField(_("months in the period"))
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    tier = models.ForeignKey(
+        Tier, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    active = models.PositiveIntegerField(_("active members"), default=0)
+    repeat = models.PositiveIntegerField(_("members with 2+ receipts"), default=0)
+    previous_active = models.PositiveIntegerField(
+        _("active members in the previous period"), default=0
+    )
+    churned = models.PositiveIntegerField(_("churned members"), default=0)
+    ever = models.PositiveIntegerField(_("members who ever bought"), default=0)
+
+    class Meta:
+        verbose_name = _("members of a period")
+        verbose_name_plural = _("members of periods")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "month", "months", "store", "tier"],
+                nulls_distinct=False,
+                name="analytics_periodmembers_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} ({self.months})"
+
+
+class CohortCell(models.Model):
+    """Distinct members of one enrolment month who bought in one month, per store and tier."""
+
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    cohort = models.DateField(_("enrolment month"))
+    month = models.DateField(_("month"))
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    tier = models.ForeignKey(
+        Tier, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    members = models.PositiveIntegerField(_("members"), default=0)
+
+    class Meta:
+        verbose_name = _("cohort cell")
+        verbose_name_plural = _("cohort cells")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "cohort", "month", "store", "tier"],
+                nulls_distinct=False,
+                name="analytics_cohortcell_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.cohort:%Y-%m} {self.month:%Y-%m}: {self.members}"
 
 
 class TierMoves(models.Model):

@@ -20,19 +20,25 @@ from django.utils.translation import gettext_lazy as _
 from analytics.models import (
     CampaignStats,
     ClvModel,
+    CohortCell,
     DailyPoints,
     DailyStats,
     MemberClv,
-    MemberMonth,
+    PeriodMembers,
     PointsSnapshot,
     RfmCell,
     TierMoves,
     TierSnapshot,
 )
-from analytics.services import FREQUENCY_BANDS, RECENCY_BANDS, add_months
+from analytics.services import (
+    FREQUENCY_BANDS,
+    PERIOD_MONTHS,
+    RECENCY_BANDS,
+    SLEEPING_MONTHS,
+    add_months,
+)
 from programs.models import Program, Store, Tier
 
-SLEEPING_MONTHS = 3
 AT_RISK_P_ALIVE = 0.3
 
 # Every number's definition: shown next to it on the dashboard and listed in the README.
@@ -165,7 +171,43 @@ def _stats(program: Program, period: Period, q: Q) -> dict[str, Any]:
 def _member_counts(
     program: Program, period: Period, store: Store | None, tier: Tier | None
 ) -> dict[str, int]:
-    """Active, repeat and churned members of the period, and sleeping members at its end."""
+    """Active, repeat and churned members of the period, and sleeping members at its end.
+
+    Read from the precomputed PeriodMembers rows; a period length the job does not
+    precompute, or a month it has not reached yet, is counted from MemberMonth.
+    """
+    if period.months not in PERIOD_MONTHS:
+        return _member_counts_counted(program, period, store, tier)
+    keys = Q(months=period.months) | Q(months=SLEEPING_MONTHS)
+    rows = {
+        (r.months, r.store_id, r.tier_id): r
+        for r in PeriodMembers.objects.filter(
+            keys,
+            Q(store=None, tier=None) | Q(store=store, tier=tier),
+            program=program,
+            month=period.last,
+        )
+    }
+    if (period.months, None, None) not in rows or (SLEEPING_MONTHS, None, None) not in rows:
+        return _member_counts_counted(program, period, store, tier)
+    key = (store.pk if store else None, tier.pk if tier else None)
+    row = rows.get((period.months, *key))
+    recent = rows.get((SLEEPING_MONTHS, *key))
+    if row is None:  # nobody ever bought in this store / tier
+        return dict.fromkeys(("active", "repeat", "previous_active", "churned", "sleeping"), 0)
+    return {
+        "active": row.active,
+        "repeat": row.repeat,
+        "previous_active": row.previous_active,
+        "churned": row.churned,
+        "sleeping": row.ever - (recent.active if recent else 0),
+    }
+
+
+def _member_counts_counted(
+    program: Program, period: Period, store: Store | None, tier: Tier | None
+) -> dict[str, int]:
+    """_member_counts over MemberMonth rows: the fallback, and the reference in tests."""
     previous = period.previous()
     where = ["program_id = %(program)s"]
     args: dict[str, Any] = {
@@ -260,15 +302,10 @@ def _cohorts(program: Program, period: Period, store: Store | None, tier: Tier |
         .order_by()
     )
     sizes = {dt.date(r["day__year"], r["day__month"], 1): r["n"] or 0 for r in size_rows}
-    active = (
-        MemberMonth.objects.filter(
-            _filters(store, tier), program=program, cohort__gte=first_cohort, month__lte=period.last
-        )
-        .values("cohort", "month")
-        .annotate(n=Count("member", distinct=True))
-        .order_by()
-    )
-    counts = {(r["cohort"], r["month"]): r["n"] for r in active}
+    cells = CohortCell.objects.filter(
+        program=program, store=store, tier=tier, cohort__gte=first_cohort, month__lte=period.last
+    ).values_list("cohort", "month", "members")
+    counts = {(cohort, month): n for cohort, month, n in cells}
     rows = []
     cohort = first_cohort
     while cohort <= period.last:

@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 WATERMARK_OVERLAP = dt.timedelta(minutes=30)
 RECENCY_BANDS = (30, 90, 180, 365)  # days since the last purchase: 1..5
 FREQUENCY_BANDS = (1, 2, 4, 8)  # receipts in 12 months: 1: one, 2: 2–3, 3: 4–7, 4: 8+
+# Period lengths (months) the dashboard offers; their distinct-member counts are
+# precomputed. SLEEPING_MONTHS must be one of them.
+PERIOD_MONTHS = (1, 3, 6, 12)
+SLEEPING_MONTHS = 3
+# Member months grouped four ways: per store and tier, per store, per tier, all.
+# A tier-specific row for receipts without a tier is dropped: nobody can filter on it.
+_DIMENSIONS = "GROUPING SETS ((store_id, tier_id), (store_id), (tier_id), ())"
+_DIMENSION_KEPT = "NOT (GROUPING(tier_id) = 0 AND tier_id IS NULL)"
 
 
 def _lock(program: Program) -> None:
@@ -200,6 +208,96 @@ def _rebuild_months(program: Program, first: dt.date, last: dt.date) -> None:
             """,
             {"program": program.pk, "tz": program.time_zone, "start": start, "end": end},
         )
+
+
+def _rebuild_member_periods(program: Program, first: dt.date, last: dt.date) -> None:
+    """Replace PeriodMembers and CohortCell rows for the month starts first..last.
+
+    A month's cohort cells depend on that month's member months only; a
+    period's counts on the 2 × months months up to its end (the period and the
+    previous one), and `ever` on every month up to it, so callers pass every
+    end month from the first touched one to the current month.
+    """
+    args: dict[str, object] = {"program": program.pk, "first": first, "last": last}
+    with connection.cursor() as cursor:
+        for table, column in (("periodmembers", "month"), ("cohortcell", "month")):
+            cursor.execute(
+                f"DELETE FROM analytics_{table} WHERE program_id = %(program)s"
+                f" AND {column} BETWEEN %(first)s AND %(last)s",
+                args,
+            )
+        cursor.execute(
+            f"""
+            INSERT INTO analytics_cohortcell (program_id, cohort, month, store_id, tier_id, members)
+            SELECT %(program)s, cohort, month, store_id, tier_id, COUNT(DISTINCT member_id)
+            FROM analytics_membermonth
+            WHERE program_id = %(program)s AND month BETWEEN %(first)s AND %(last)s
+            GROUP BY cohort, month, {_DIMENSIONS}
+            HAVING {_DIMENSION_KEPT}
+            """,
+            args,
+        )
+        for months in PERIOD_MONTHS:
+            cursor.execute(
+                f"""
+                INSERT INTO analytics_periodmembers (program_id, month, months, store_id, tier_id,
+                    active, repeat, previous_active, churned, ever)
+                WITH ends AS (
+                    SELECT month::date,
+                           (month - make_interval(months => %(months)s))::date AS split,
+                           (month - make_interval(months => 2 * %(months)s))::date AS since
+                    FROM generate_series(%(first)s::date, %(last)s::date, interval '1 month')
+                        AS month
+                ), per_member AS (
+                    SELECT e.month, mm.member_id, store_id, tier_id,
+                           GROUPING(store_id) AS all_stores, GROUPING(tier_id) AS all_tiers,
+                           COALESCE(SUM(mm.receipts) FILTER (WHERE mm.month > e.split), 0) AS cur,
+                           COALESCE(SUM(mm.receipts) FILTER (WHERE mm.month <= e.split), 0) AS prev
+                    FROM ends e JOIN analytics_membermonth mm
+                      ON mm.program_id = %(program)s
+                     AND mm.month > e.since AND mm.month <= e.month
+                    GROUP BY e.month, mm.member_id, {_DIMENSIONS}
+                    HAVING {_DIMENSION_KEPT}
+                ), counts AS (
+                    SELECT month, store_id, tier_id, all_stores, all_tiers,
+                           COUNT(*) FILTER (WHERE cur > 0) AS active,
+                           COUNT(*) FILTER (WHERE cur > 1) AS repeat,
+                           COUNT(*) FILTER (WHERE prev > 0) AS previous_active,
+                           COUNT(*) FILTER (WHERE prev > 0 AND cur = 0) AS churned
+                    FROM per_member GROUP BY 1, 2, 3, 4, 5
+                ), firsts AS (
+                    SELECT first_month, store_id, tier_id, all_stores, all_tiers, COUNT(*) AS n
+                    FROM (
+                        SELECT MIN(month) AS first_month, store_id, tier_id,
+                               GROUPING(store_id) AS all_stores, GROUPING(tier_id) AS all_tiers
+                        FROM analytics_membermonth
+                        WHERE program_id = %(program)s AND month <= %(last)s
+                        GROUP BY member_id, {_DIMENSIONS}
+                        HAVING {_DIMENSION_KEPT}
+                    ) AS f
+                    GROUP BY 1, 2, 3, 4, 5
+                ), ever AS (
+                    SELECT e.month, f.store_id, f.tier_id, f.all_stores, f.all_tiers,
+                           SUM(f.n) AS ever
+                    FROM ends e JOIN firsts f ON f.first_month <= e.month
+                    GROUP BY 1, 2, 3, 4, 5
+                )
+                SELECT %(program)s, COALESCE(c.month, v.month), %(months)s,
+                       CASE WHEN COALESCE(c.all_stores, v.all_stores) = 1 THEN NULL
+                            ELSE COALESCE(c.store_id, v.store_id) END,
+                       CASE WHEN COALESCE(c.all_tiers, v.all_tiers) = 1 THEN NULL
+                            ELSE COALESCE(c.tier_id, v.tier_id) END,
+                       COALESCE(c.active, 0), COALESCE(c.repeat, 0),
+                       COALESCE(c.previous_active, 0), COALESCE(c.churned, 0),
+                       COALESCE(v.ever, 0)
+                FROM counts c FULL JOIN ever v
+                  ON v.month = c.month AND v.all_stores = c.all_stores
+                 AND v.all_tiers = c.all_tiers
+                 AND v.store_id IS NOT DISTINCT FROM c.store_id
+                 AND v.tier_id IS NOT DISTINCT FROM c.tier_id
+                """,
+                {**args, "months": months},
+            )
 
 
 def snapshots_take(*, program: Program, day: dt.date | None = None) -> None:
@@ -397,6 +495,9 @@ def aggregates_rebuild(*, program: Program, first: dt.date, last: dt.date) -> No
         _lock(program)
         _rebuild_days(program, first, last)
         _rebuild_months(program, month_start(first), month_start(last))
+        _rebuild_member_periods(
+            program, month_start(first), max(month_start(last), month_start(local_today(program)))
+        )
 
 
 def _touched_days(program: Program, since: dt.datetime) -> tuple[set[dt.date], set[dt.date]]:
@@ -459,6 +560,10 @@ def aggregates_refresh(*, program: Program) -> dict[str, int]:
             _rebuild_days(program, first, last)
         for first, last in _ranges(months, lambda m: add_months(m, 1)):
             _rebuild_months(program, first, last)
+        # Always up to the current month: a new month needs its rows even before
+        # anyone buys in it (sleeping members, churn against the previous period).
+        this_month = month_start(local_today(program))
+        _rebuild_member_periods(program, min(months, default=this_month), max([this_month, *months]))
         Watermark.objects.update_or_create(program=program, defaults={"seen_until": started})
     snapshots_take(program=program)
     campaigns = campaign_stats_refresh(program=program)
