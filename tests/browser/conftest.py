@@ -78,3 +78,49 @@ def admin_login(page, live_server, django_user_model):  # type: ignore[no-untype
         return page
 
     return sign_in
+
+
+STAFF_PASSWORD = "Str0ng-staff-pass!"
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each sign-in hashes a password; the real hasher's deliberate slowness is not under test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def staff_login(page, live_server, django_user_model):  # type: ignore[no-untyped-def]
+    """Sign in through the login form as a staff user of one staff group; return the user.
+
+    Signing in again (another group) first drops the cookies of the one before,
+    as if that person had closed the browser.
+    """
+    from django.contrib.auth.models import Group
+
+    def sign_in(*groups: str, username: str | None = None) -> object:
+        username = username or "-".join(groups)
+        user = django_user_model.objects.filter(username=username).first()
+        if user is None:
+            user = django_user_model.objects.create_user(
+                username=username, password=STAFF_PASSWORD, is_staff=True
+            )
+            user.groups.add(*Group.objects.filter(name__in=groups))
+        page.context.clear_cookies()
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", STAFF_PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        return user
+
+    return sign_in
+
+
+@pytest.fixture
+def console_errors(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """Errors the pages log to the browser console or throw, collected as they happen."""
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
