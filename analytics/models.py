@@ -330,6 +330,9 @@ class Watermark(models.Model):
 
     program = models.OneToOneField(Program, on_delete=models.CASCADE, related_name="+")
     seen_until = models.DateTimeField()
+    # Insert-only tables with growing bigint ids are followed by id, so the job
+    # reads only rows past these through the primary key ({"transfer": id, ...}).
+    seen_ids = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -500,9 +500,17 @@ def aggregates_rebuild(*, program: Program, first: dt.date, last: dt.date) -> No
         )
 
 
-def _touched_days(program: Program, since: dt.datetime) -> tuple[set[dt.date], set[dt.date]]:
-    """Local days whose daily figures, and month starts whose member months, changed since."""
-    args = {"program": program.pk, "tz": program.time_zone, "since": since}
+def _touched_days(
+    program: Program, since: dt.datetime, ids: dict[str, int]
+) -> tuple[set[dt.date], set[dt.date]]:
+    """Local days whose daily figures, and month starts whose member months, changed since.
+
+    Every branch is an index range scan over new rows: by time on purchases,
+    refunds and members (analytics' indexes, migration 0004), by id past the
+    watermark on transfers and tier changes (their bigint primary keys).
+    """
+    args = {"program": program.pk, "tz": program.time_zone, "since": since,
+            "transfer": ids.get("transfer", 0), "tierchange": ids.get("tierchange", 0)}  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -519,11 +527,11 @@ def _touched_days(program: Program, since: dt.datetime) -> tuple[set[dt.date], s
             UNION
             SELECT DISTINCT (t.created_at AT TIME ZONE %(tz)s)::date FROM ledger_transfer t
             JOIN ledger_account a ON a.id = t.account_id
-            WHERE a.program_id = %(program)s AND t.created_at >= %(since)s
+            WHERE a.program_id = %(program)s AND t.id > %(transfer)s
             UNION
             SELECT DISTINCT (tc.created_at AT TIME ZONE %(tz)s)::date FROM pos_tierchange tc
             JOIN accounts_member m ON m.id = tc.member_id
-            WHERE m.program_id = %(program)s AND tc.created_at >= %(since)s
+            WHERE m.program_id = %(program)s AND tc.id > %(tierchange)s
             """,
             args,
         )
@@ -553,7 +561,19 @@ def aggregates_refresh(*, program: Program) -> dict[str, int]:
         if watermark
         else dt.datetime.min.replace(tzinfo=dt.UTC)
     )
-    days, months = _touched_days(program, since)
+    seen_ids = dict(watermark.seen_ids) if watermark else {}
+    # The next run starts after the newest row that is older than the overlap:
+    # a row with a smaller id still uncommitted now would belong to a
+    # transaction open longer than that, the same bound as for the times.
+    next_ids: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for key, table in (("transfer", "ledger_transfer"), ("tierchange", "pos_tierchange")):
+            cursor.execute(
+                f"SELECT MAX(id) FROM {table} WHERE id > %s AND created_at < %s",
+                [seen_ids.get(key, 0), started - WATERMARK_OVERLAP],
+            )
+            next_ids[key] = cursor.fetchone()[0] or seen_ids.get(key, 0)
+    days, months = _touched_days(program, since, seen_ids)
     with transaction.atomic():
         _lock(program)
         for first, last in _ranges(days):
@@ -563,8 +583,11 @@ def aggregates_refresh(*, program: Program) -> dict[str, int]:
         # Always up to the current month: a new month needs its rows even before
         # anyone buys in it (sleeping members, churn against the previous period).
         this_month = month_start(local_today(program))
-        _rebuild_member_periods(program, min(months, default=this_month), max([this_month, *months]))
-        Watermark.objects.update_or_create(program=program, defaults={"seen_until": started})
+        last_month = max([this_month, *months])
+        _rebuild_member_periods(program, min(months, default=this_month), last_month)
+        Watermark.objects.update_or_create(
+            program=program, defaults={"seen_until": started, "seen_ids": next_ids}
+        )
     snapshots_take(program=program)
     campaigns = campaign_stats_refresh(program=program)
     return {"days": len(days), "months": len(months), "campaigns": campaigns}

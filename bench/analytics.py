@@ -280,7 +280,20 @@ def main(argv: list[str] | None = None) -> int:
         last=yesterday,
     )
     _timed("snapshots (tiers, expiring points, RFM)", results, snapshots_take, program=program)
-    Watermark.objects.update_or_create(program=program, defaults={"seen_until": timezone.now()})
+    # As if the nightly job had run just now: the next run starts from here.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM ledger_transfer),"
+            " (SELECT COALESCE(MAX(id), 0) FROM pos_tierchange)"
+        )
+        transfer_id, tierchange_id = cursor.fetchone()
+    Watermark.objects.update_or_create(
+        program=program,
+        defaults={
+            "seen_until": timezone.now(),
+            "seen_ids": {"transfer": transfer_id, "tierchange": tierchange_id},
+        },
+    )
 
     # One more day of purchases, as the tills would send them, then the nightly job.
     per_day = max(1, args.purchases // args.days)

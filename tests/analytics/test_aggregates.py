@@ -239,3 +239,22 @@ def test_the_cohort_table_counts_each_member_once_per_month(shop) -> None:
     in_s2 = {t.key: t for t in dashboard(program=program, month=dt.date(2025, 2, 1),
                                           store=shop["s2"]).tables}["cohorts"]  # fmt: skip
     assert next(row for row in in_s2.rows if row[0] == "2025-01")[2:4] == [1.0, 0.0]
+
+
+def test_a_transfer_written_after_the_last_run_is_found_by_its_id_whatever_its_date(shop) -> None:
+    program = shop["program"]
+    aggregates_refresh(program=program)
+    Member.objects.update(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    assert aggregates_refresh(program=program)["days"] == 0
+
+    # Dated in the past (e.g. an opening balance loaded late): a time watermark misses it.
+    points_credit(account_or_member=shop["a"], amount=40, kind=Transfer.Kind.BONUS,
+                  reference="t:late", source="base",
+                  now=local(program, "2025-01-25 10:00"))  # fmt: skip
+    result = aggregates_refresh(program=program)
+
+    assert result["days"] == 1
+    assert DailyPoints.objects.get(day=dt.date(2025, 1, 25), flow="issued").points == 40
+    assert Watermark.objects.get(program=program).seen_ids["transfer"] == (
+        Transfer.objects.order_by("-id").values_list("id", flat=True).first()
+    )
