@@ -25,8 +25,11 @@ Calling conventions (for pos, campaigns, the admin and the jobs)
   ``available``/``pending``/``on_hold`` as they are after the operation.
 - ``now`` defaults to ``timezone.now()``; tests and imports pass their own.
 - Each credit/debit is a constant number of SQL statements, whatever the
-  member's history: lock (1, skipped when already locked), read open lots (1,
-  debits only), one write statement (data-modifying CTE).
+  member's history, in one round trip: the lock and one data-modifying
+  statement sent together (a debit plans which lots to take inside that
+  statement); with an account from ``account_lock``, just the write statement.
+  Its cost grows with the member's *open* lots only (partial index), never
+  with their history.
 """
 
 from __future__ import annotations
