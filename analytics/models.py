@@ -143,8 +143,8 @@ class PeriodMembers(models.Model):
 
     Precomputed from MemberMonth by the nightly job, so the dashboard never counts
     distinct members over raw rows: store or tier empty means "all". `ever` is the
-    members who bought at any time up to the end of `month` (sleeping = ever minus
-    the members active in the 3-month period ending with `month`).
+    members who bought at any time up to the end of `month`, kept on the 3-month
+    rows only (sleeping = ever minus active of that 3-month row).
     """
 
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")

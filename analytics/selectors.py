@@ -193,15 +193,13 @@ def _member_counts(
     key = (store.pk if store else None, tier.pk if tier else None)
     row = rows.get((period.months, *key))
     recent = rows.get((SLEEPING_MONTHS, *key))
-    if row is None:  # nobody ever bought in this store / tier
-        return dict.fromkeys(("active", "repeat", "previous_active", "churned", "sleeping"), 0)
-    return {
-        "active": row.active,
-        "repeat": row.repeat,
-        "previous_active": row.previous_active,
-        "churned": row.churned,
-        "sleeping": row.ever - (recent.active if recent else 0),
+    counts = {
+        name: getattr(row, name, 0) if row else 0
+        for name in ("active", "repeat", "previous_active", "churned")
     }
+    # No row: nobody bought in this store / tier in the months the row looks at.
+    counts["sleeping"] = recent.ever - recent.active if recent else 0
+    return counts
 
 
 def _member_counts_counted(

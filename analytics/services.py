@@ -215,7 +215,8 @@ def _rebuild_member_periods(program: Program, first: dt.date, last: dt.date) -> 
 
     A month's cohort cells depend on that month's member months only; a
     period's counts on the 2 × months months up to its end (the period and the
-    previous one), and `ever` on every month up to it, so callers pass every
+    previous one), and `ever` (kept on the SLEEPING_MONTHS rows only) on every
+    month up to it, so callers pass every
     end month from the first touched one to the current month.
     """
     args: dict[str, object] = {"program": program.pk, "first": first, "last": last}
@@ -272,6 +273,7 @@ def _rebuild_member_periods(program: Program, first: dt.date, last: dt.date) -> 
                                GROUPING(store_id) AS all_stores, GROUPING(tier_id) AS all_tiers
                         FROM analytics_membermonth
                         WHERE program_id = %(program)s AND month <= %(last)s
+                          AND %(with_ever)s
                         GROUP BY member_id, {_DIMENSIONS}
                         HAVING {_DIMENSION_KEPT}
                     ) AS f
@@ -296,7 +298,8 @@ def _rebuild_member_periods(program: Program, first: dt.date, last: dt.date) -> 
                  AND v.store_id IS NOT DISTINCT FROM c.store_id
                  AND v.tier_id IS NOT DISTINCT FROM c.tier_id
                 """,
-                {**args, "months": months},
+                # `ever` only matters for sleeping members: filled on those rows alone.
+                {**args, "months": months, "with_ever": months == SLEEPING_MONTHS},
             )
 
 
