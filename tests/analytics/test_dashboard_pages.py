@@ -144,3 +144,39 @@ def test_the_dashboard_answers_for_a_program_with_no_data_yet(marketer) -> None:
     empty = ProgramFactory(code="empty")
     response = marketer.get(URL, {"program": empty.pk, "month": dt.date.today().strftime("%Y-%m")})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("group", ["marketing", "finance"])
+def test_marketing_and_finance_land_on_the_dashboard_when_they_open_the_admin(
+    client, program, group
+) -> None:
+    user = User.objects.create_user(f"{group}-user", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    client.force_login(user)
+
+    landing = client.get("/admin/", follow=True)
+
+    assert landing.redirect_chain == [(URL, 302)]
+    assert b'id="metric-members_active"' in landing.content
+    # The list of every admin section is still one click away.
+    assert b'href="/admin/?index=1"' in landing.content
+    index = client.get("/admin/?index=1")
+    assert index.status_code == 200 and index.context["app_list"]
+
+
+def test_support_and_superusers_keep_the_admin_index(client, program) -> None:
+    support = User.objects.create_user("support-home", password="x", is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+    boss = User.objects.create_superuser("boss-home", password="x")
+
+    for user in (support, boss):
+        client.force_login(user)
+        page = client.get("/admin/")
+        assert page.status_code == 200
+        assert page.context["app_list"]
+
+
+def test_the_admin_still_asks_anonymous_visitors_to_log_in(client) -> None:
+    page = client.get("/admin/")
+
+    assert page.status_code == 302 and "/admin/login/" in page["Location"]
