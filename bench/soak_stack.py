@@ -330,8 +330,10 @@ class Stack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def celery(self, kind: str, *extra: str, name: str | None = None) -> subprocess.Popen[bytes]:
-        args = [str(BIN / "celery"), "-A", "loyalty_site", kind, "--loglevel", "INFO", *extra]
+    def celery(
+        self, kind: str, *extra: str, name: str | None = None, app: str = "loyalty_site"
+    ) -> subprocess.Popen[bytes]:
+        args = [str(BIN / "celery"), "-A", app, kind, "--loglevel", "INFO", *extra]
         if kind == "worker":
             args += ["--without-heartbeat", "--without-mingle", "--without-gossip"]
             if "--pool" not in extra:
@@ -339,6 +341,32 @@ class Stack:
         if kind == "beat":
             args += ["--schedule", str(self.workdir / "beat-schedule"), "--max-interval", "2"]
         return self._spawn(name or kind, args)
+
+    def send_task(self, name: str, task_id: str | None = None) -> str:
+        """Publish task `name` on this stack's broker (as beat would); returns its id."""
+        import uuid
+
+        from celery import Celery
+
+        options: dict[str, Any] = {}
+        if self.broker_url == "filesystem://":
+            folder = Path(self.env["VAR_DIR"]) / "celery"
+            (folder / "queue").mkdir(parents=True, exist_ok=True)
+            (folder / "control").mkdir(parents=True, exist_ok=True)
+            options = {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"),
+                "store_processed": False,
+            }
+        app = Celery("resilience-sender", broker=self.broker_url, set_as_current=False)
+        app.conf.broker_transport_options = options
+        task_id = task_id or str(uuid.uuid4())
+        try:
+            app.send_task(name, task_id=task_id)
+        finally:
+            app.close()
+        return task_id
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
