@@ -17,6 +17,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Member
 from analytics.models import CampaignStats, ClvModel, MemberClv
+from analytics.services import AT_RISK_P_ALIVE
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -106,7 +107,7 @@ class CampaignStatsAdmin(ReadOnlyAdmin):
 
 
 def member_clv_summary(member: Member) -> str:
-    """The CLV line of the member page."""
+    """The CLV line of the member page (plain text)."""
     row = MemberClv.objects.filter(member=member).first()
     if row is None:
         return gettext("Not estimated yet (the nightly CLV fit has not covered this member).")
@@ -121,13 +122,19 @@ def member_clv_summary(member: Member) -> str:
     }
 
 
-def _register_member_page_hook() -> None:
-    """Add the CLV line to the member page through accounts' hook, when it offers one."""
-    from accounts import admin as accounts_admin
-
-    hook = getattr(accounts_admin, "MEMBER_PAGE_READONLY", None)
-    if hook is not None and all(name != "clv" for name, _fn in hook):
-        hook.append(("clv", member_clv_summary))
-
-
-_register_member_page_hook()
+def member_clv_panel(member: Member) -> str:
+    """The member page's lifetime value section (accounts.admin.member_panel_register)."""
+    row = MemberClv.objects.filter(member=member).first()
+    lost = ""
+    if row is not None and row.p_alive < AT_RISK_P_ALIVE:
+        lost = format_html(
+            ' <strong id="clv-lost">{}</strong>',
+            gettext("Probably lost: P(alive) under %(limit)s %%")
+            % {"limit": number_format(AT_RISK_P_ALIVE * 100, 0)},
+        )
+    return format_html(
+        '<h3>{}</h3><p id="clv-line">{}{}</p>',
+        gettext("Lifetime value"),
+        member_clv_summary(member),
+        lost,
+    )

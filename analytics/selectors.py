@@ -31,6 +31,7 @@ from analytics.models import (
     TierSnapshot,
 )
 from analytics.services import (
+    AT_RISK_P_ALIVE,
     FREQUENCY_BANDS,
     PERIOD_MONTHS,
     RECENCY_BANDS,
@@ -38,8 +39,6 @@ from analytics.services import (
     add_months,
 )
 from programs.models import Program, Store, Tier
-
-AT_RISK_P_ALIVE = 0.3
 
 # Every number's definition: shown next to it on the dashboard and listed in the README.
 DEFINITIONS: dict[str, Any] = {

@@ -36,6 +36,8 @@ FREQUENCY_BANDS = (1, 2, 4, 8)  # receipts in 12 months: 1: one, 2: 2â€“3, 3: 4â
 # precomputed. SLEEPING_MONTHS must be one of them.
 PERIOD_MONTHS = (1, 3, 6, 12)
 SLEEPING_MONTHS = 3
+# "Probably lost": a member whose P(alive) under the CLV model is below this.
+AT_RISK_P_ALIVE = 0.3
 # Member months grouped four ways: per store and tier, per store, per tier, all.
 # A tier-specific row for receipts without a tier is dropped: nobody can filter on it.
 _DIMENSIONS = "GROUPING SETS ((store_id, tier_id), (store_id), (tier_id), ())"

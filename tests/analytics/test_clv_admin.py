@@ -58,3 +58,28 @@ def test_the_dashboard_speaks_russian(client) -> None:
     response = client.get("/admin/analytics/dashboard/", {"program": program.pk},
                           HTTP_ACCEPT_LANGUAGE="ru")  # fmt: skip
     assert "Вовлечённость" in response.content.decode()
+
+
+def test_the_member_page_shows_expected_purchases_p_alive_and_predicted_value(
+    client, valued
+) -> None:
+    client.force_login(User.objects.create_superuser("boss", password="x"))
+    kept, lost = valued
+
+    page = client.get(f"/admin/accounts/member/{kept.member_id}/change/").content.decode()
+    gone = client.get(f"/admin/accounts/member/{lost.member_id}/change/").content.decode()
+
+    line = page[page.index('id="clv-line"') :]
+    assert "1,500.00 predicted over 12 months: 2.50 purchases" in line.split("</p>")[0]
+    assert "P(alive) 90 %" in line.split("</p>")[0]
+    assert 'id="clv-lost"' not in page
+    assert 'id="clv-lost"' in gone and "P(alive) 10 %" in gone
+
+
+def test_the_member_page_says_when_no_fit_covers_the_member_yet(client) -> None:
+    client.force_login(User.objects.create_superuser("boss", password="x"))
+    member = member_create(ProgramFactory(code="fresh"))
+
+    page = client.get(f"/admin/accounts/member/{member.pk}/change/").content.decode()
+
+    assert "Not estimated yet" in page
