@@ -34,3 +34,8 @@ class PosConfig(AppConfig):
         from ledger.services import register_hold_expiry_handler
 
         register_hold_expiry_handler(_hold_expired)
+
+        from campaigns import backtest
+        from pos.selectors import receipts_for_backtest
+
+        backtest.register_receipts_source(receipts_for_backtest)

@@ -196,3 +196,79 @@ def member_history(
             },
         )
         return [HistoryItem(*row) for row in cursor.fetchall()]
+
+
+def receipts_for_backtest(program: Any, since: datetime.datetime) -> Any:
+    """Completed receipts of `program` since `since`, oldest first, for campaign backtests.
+
+    Registered with campaigns.backtest (campaigns may not import pos). Streams
+    with a server-side cursor; each receipt's lines carry their earning base and
+    exact base points as they were (the tier at the purchase, the program's rules).
+    """
+    from fractions import Fraction
+
+    from pos.models import PurchaseLine
+    from programs.models import Tier
+
+    rates = dict(Tier.objects.filter(program=program).values_list("id", "accrual_percent"))
+    point_value = Fraction(program.point_value)
+    excluded_categories = set(program.excluded_from_accrual_categories)
+    excluded_skus = set(program.excluded_from_accrual_skus)
+    rows = (
+        PurchaseLine.objects.filter(
+            purchase__program=program,
+            purchase__status="completed",
+            purchase__purchased_at__gte=since,
+        )
+        .order_by("purchase__purchased_at", "purchase_id", "line_no")
+        .values_list(
+            "purchase_id",
+            "purchase__member_id",
+            "purchase__store_id",
+            "purchase__purchased_at",
+            "purchase__total",
+            "purchase__tier_id",
+            "line_no",
+            "sku",
+            "category",
+            "quantity",
+            "amount",
+            "redeemed_amount",
+        )
+        .iterator(chunk_size=2000)
+    )
+    current: dict[str, Any] | None = None
+    current_id = None
+    for pid, member_id, store_id, at, total, tier_id, no, sku, cat, qty, amount, redeemed in rows:
+        if pid != current_id:
+            if current is not None:
+                yield current
+            current_id = pid
+            current = {
+                "member_id": str(member_id) if member_id else None,
+                "store_id": store_id,
+                "purchased_at": at,
+                "total": total,
+                "purchase_number": None,
+                "lines": [],
+            }
+        rate = Fraction(rates.get(tier_id, program.accrual_percent))
+        excluded = cat in excluded_categories or sku in excluded_skus
+        earn = (
+            Decimal(0)
+            if excluded
+            else (amount if program.accrue_on_redeemed_part else amount - redeemed)
+        )
+        current["lines"].append(  # type: ignore[index]
+            {
+                "line_no": no,
+                "sku": sku,
+                "category": cat,
+                "quantity": qty,
+                "amount": amount,
+                "earn_amount": earn,
+                "base_points": Fraction(earn) * rate / 100 / point_value,
+            }
+        )
+    if current is not None:
+        yield current

@@ -49,3 +49,21 @@ def test_a_coupon_unlocks_its_campaign_and_an_unknown_one_is_refused() -> None:
     assert response.json()["code"] == "coupon_invalid"
     assert response.json()["coupon"] == "NOPE" and response.json()["reason"] == "unknown"
     assert campaign.pk
+
+
+def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
+    import datetime
+    from fractions import Fraction
+
+    from django.utils import timezone
+
+    from pos.selectors import receipts_for_backtest
+
+    program = program_create()
+    till = till_create(program=program)
+    member = member_create(program=program)
+    till.post("purchases", receipt("100.00", "50.00", member={"card": card_of(member)}))
+    got = list(receipts_for_backtest(program, timezone.now() - datetime.timedelta(days=1)))
+    assert len(got) == 1
+    assert got[0]["member_id"] == str(member.pk) and got[0]["total"] == Decimal("150.00")
+    assert [x["base_points"] for x in got[0]["lines"]] == [Fraction(5), Fraction(5, 2)]
