@@ -362,6 +362,16 @@ class ClvModel(models.Model):
     q = models.FloatField("q")
     gamma = models.FloatField("gamma")
     seconds = models.FloatField(_("fit time, s"), default=0)
+    # Totals over the members' predictions, taken when they are stored, so the
+    # dashboard does not sum a million rows per request. Null on fits stored
+    # before these existed.
+    predicted_value = models.DecimalField(
+        _("predicted 12-month value"), max_digits=14, decimal_places=2, null=True
+    )
+    at_risk_members = models.PositiveIntegerField(_("members probably lost"), null=True)
+    value_at_risk = models.DecimalField(
+        _("value at risk"), max_digits=14, decimal_places=2, null=True
+    )
 
     class Meta:
         verbose_name = _("CLV model")

@@ -73,8 +73,11 @@ DEFINITIONS: dict[str, Any] = {
     "redemption_rate": _("Redeemed ÷ issued, in the period."),
     "expiring": _("Points in open lots expiring within 30/60/90 days of the last snapshot."),
     "value_at_risk": _(
-        "Spend in the last 12 months of members whose P(alive) is under 0.3 (CLV model)."
+        "What the chain stands to lose: spend in the last 12 months of the members "
+        "probably lost (P(alive) under 0.3 in the newest CLV fit)."
     ),
+    "at_risk_members": _("Members whose P(alive) is under 0.3 in the newest CLV fit."),
+    "at_risk_share": _("Members probably lost ÷ members in the newest CLV fit."),
     "predicted_value": _("Sum of members' predicted 12-month value (BG/NBD × Gamma-Gamma)."),
     "cohorts": _(
         "Members of each enrolment month who bought in each following month ÷ members enrolled."
@@ -432,6 +435,30 @@ def _monthly_series(program: Program, period: Period, q: Q) -> Table:
     return Table("monthly", _("Receipts by month"), columns, rows, "", chart)
 
 
+def _clv_totals(program: Program, model: ClvModel | None) -> dict[str, Any]:
+    """Predicted value and value at risk of the newest fit (totals stored with it)."""
+    if model is None:
+        return {"predicted": 0, "value_at_risk": 0, "at_risk": 0, "members": 0}
+    if model.value_at_risk is not None:
+        return {
+            "predicted": model.predicted_value,
+            "value_at_risk": model.value_at_risk,
+            "at_risk": model.at_risk_members,
+            "members": model.members,
+        }
+    # A fit stored before the totals were: sum its members' rows once more.
+    rows = MemberClv.objects.filter(program=program)
+    at_risk = rows.filter(p_alive__lt=AT_RISK_P_ALIVE).aggregate(
+        value=Sum("spend_12m"), n=Count("pk")
+    )
+    return {
+        "predicted": rows.aggregate(value=Sum("value"))["value"] or 0,
+        "value_at_risk": at_risk["value"] or 0,
+        "at_risk": at_risk["n"],
+        "members": model.members,
+    }
+
+
 @dataclass
 class Dashboard:
     program: Program
@@ -490,10 +517,7 @@ def dashboard(
         .first()
     )
     clv_model = ClvModel.objects.filter(program=program).order_by("-fitted_at").first()
-    at_risk = MemberClv.objects.filter(program=program, p_alive__lt=AT_RISK_P_ALIVE).aggregate(
-        value=Sum("spend_12m"), n=Count("pk")
-    )
-    predicted = MemberClv.objects.filter(program=program).aggregate(value=Sum("value"))
+    clv = _clv_totals(program, clv_model)
 
     sections: list[tuple[Any, list[Metric]]] = [
         (
@@ -623,11 +647,19 @@ def dashboard(
                 Metric(
                     "predicted_value",
                     _("predicted 12-month value"),
-                    predicted["value"] or 0,
+                    clv["predicted"],
                     None,
                     "money",
                 ),
-                Metric("value_at_risk", _("value at risk"), at_risk["value"] or 0, None, "money"),
+                Metric("value_at_risk", _("value at risk"), clv["value_at_risk"], None, "money"),
+                Metric("at_risk_members", _("members probably lost"), clv["at_risk"], None),
+                Metric(
+                    "at_risk_share",
+                    _("share of members probably lost"),
+                    _ratio(clv["at_risk"], clv["members"]),
+                    None,
+                    "pct",
+                ),
             ],
         ),
     ]

@@ -720,8 +720,17 @@ def clv_fit(*, program: Program, until: dt.date | None = None) -> ClvModel:
                             _money_text(float(prediction.value[i])),
                         )
                     )
+            cursor.execute(
+                """
+                SELECT COALESCE(SUM(value), 0), COUNT(*) FILTER (WHERE p_alive < %(limit)s),
+                       COALESCE(SUM(spend_12m) FILTER (WHERE p_alive < %(limit)s), 0)
+                FROM analytics_memberclv WHERE program_id = %(program)s
+                """,
+                {"program": program.pk, "limit": AT_RISK_P_ALIVE},
+            )
+            model.predicted_value, model.at_risk_members, model.value_at_risk = cursor.fetchone()
         model.seconds = time.monotonic() - began
-        model.save(update_fields=["seconds"])
+        model.save(update_fields=["seconds", "predicted_value", "at_risk_members", "value_at_risk"])
     logger.info(
         "CLV fitted for %s on %d members in %.1fs", program.code, model.members, model.seconds
     )

@@ -243,3 +243,30 @@ def test_clv_fit_explains_an_unknown_program_a_bad_date_and_too_little_data(prog
     )
     with pytest.raises(CommandError, match="at least 10 members"):
         call_command("clv_fit", "--program", "clv", "--until", "2025-12-31", stdout=StringIO())
+
+
+def test_the_dashboard_shows_the_value_at_risk_of_members_probably_lost(program, store) -> None:
+    from analytics.selectors import dashboard
+
+    _simulated_members(program, store)
+    call_command("clv_fit", "--program", "clv", "--until", "2025-12-31", stdout=StringIO())
+
+    rows = list(MemberClv.objects.filter(program=program))
+    lost = [r for r in rows if r.p_alive < 0.3]
+    figures = {
+        m.key: m.value
+        for _title, metrics in dashboard(program=program, month=dt.date(2025, 12, 1)).sections
+        for m in metrics
+    }
+    assert 0 < len(lost) < len(rows)
+    assert figures["at_risk_members"] == len(lost)
+    assert figures["value_at_risk"] == sum(r.spend_12m for r in lost)
+    assert figures["predicted_value"] == sum(r.value for r in rows)
+    assert figures["at_risk_share"] == pytest.approx(len(lost) / len(rows))
+
+    # A fit stored before the totals existed: the dashboard sums the rows instead.
+    ClvModel.objects.update(value_at_risk=None, predicted_value=None, at_risk_members=None)
+    again = dashboard(program=program, month=dt.date(2025, 12, 1))
+    assert {m.key: m.value for _t, ms in again.sections for m in ms}["value_at_risk"] == sum(
+        r.spend_12m for r in lost
+    )
