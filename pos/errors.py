@@ -192,6 +192,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every error in the shape of API.md."""
     if isinstance(exc, ApiError):
         return error_response(exc)
+    from ledger.services import LedgerBusy
+
+    if isinstance(exc, LedgerBusy):
+        return error_response(LockTimeout(retry_after=exc.retry_after))
     if isinstance(exc, OperationalError | InterfaceError):
         # A lost or restarting database (failover, PgBouncer restart): nothing was
         # committed, so the till may safely retry with the same key. Lock timeouts

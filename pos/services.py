@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -265,6 +266,25 @@ def _campaigns_reserve_or_refuse(**kwargs: Any) -> None:
         ) from None
 
 
+@contextmanager
+def _spendable_checked(
+    terminal: TerminalInfo, member: MemberState, data: ReceiptInput
+) -> Iterator[None]:
+    """The cached balance may still count a lot that expired after the last expiry job;
+    the ledger never spends from it. Then the receipt's real limit is smaller: say so."""
+    from ledger.services import InsufficientPoints
+
+    try:
+        yield
+    except InsufficientPoints as exc:
+        lines = [earning.Line(x["sku"], x["category"], x["amount"]) for x in data.lines]
+        limit = earning.max_redeemable(rules_for(terminal.program, member), lines, exc.available)
+        raise errors.RedeemLimitExceeded(
+            _("At most %(n)s points can be redeemed on this receipt.") % {"n": limit},
+            max_allowed=limit,
+        ) from None
+
+
 def _campaign_expiries(
     program: ProgramInfo, receipt: earning.Receipt, run: CampaignRun, now: datetime.datetime
 ) -> dict[str, datetime.datetime | None] | None:
@@ -402,9 +422,10 @@ def purchase_create(
         expiry = None
         if member is not None and not data.commit and receipt.redeem_applied:
             # The hold first, so the purchase row is written once, with its hold.
-            purchase.hold_id = points.purchase_hold(
-                program=program, member=member, purchase=purchase, receipt=receipt, now=now
-            )
+            with _spendable_checked(terminal, member, data):
+                purchase.hold_id = points.purchase_hold(
+                    program=program, member=member, purchase=purchase, receipt=receipt, now=now
+                )
         _purchase_insert(purchase, line_rows)
         if member is not None:
             _campaigns_reserve_or_refuse(
@@ -417,14 +438,15 @@ def purchase_create(
                 confirm=data.commit,
             )
             if data.commit:
-                points.purchase_settle(
-                    program=program,
-                    member=member,
-                    purchase=purchase,
-                    receipt=receipt,
-                    now=now,
-                    expiries=_campaign_expiries(program, receipt, run, now),
-                )
+                with _spendable_checked(terminal, member, data):
+                    points.purchase_settle(
+                        program=program,
+                        member=member,
+                        purchase=purchase,
+                        receipt=receipt,
+                        now=now,
+                        expiries=_campaign_expiries(program, receipt, run, now),
+                    )
                 expiry = _member_facts_add(program=program, member=member, purchase=purchase)
             else:
                 expiry = next_expiry(member.account_id, program.time_zone)

@@ -358,3 +358,29 @@ def test_unsupported_methods_and_media_types_answer_in_json(till) -> None:
         HTTP_AUTHORIZATION=f"Token {till.key}",
     )
     assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
+
+
+def test_points_of_a_lot_expired_before_the_nightly_job_are_not_spent(till) -> None:
+    from pos.api.receipt_input import receipt_parse
+    from pos.auth import terminal_for_key
+    from pos.services import purchase_create
+
+    member = member_create(program=till.terminal.program)
+    soon = timezone.now() + datetime.timedelta(hours=1)
+    points_credit(
+        account_or_member=member,
+        amount=30,
+        kind="bonus",
+        reference=f"x{member.pk}",
+        source="base",
+        expires_at=soon,
+    )
+    points_credit(
+        account_or_member=member, amount=10, kind="bonus", reference=f"y{member.pk}", source="base"
+    )
+    data = receipt_parse(receipt("1000.00", member=ref(member), redeem_points=40), purchase=True)
+    later = timezone.now() + datetime.timedelta(hours=2)
+    with pytest.raises(Exception) as exc:
+        purchase_create(terminal=terminal_for_key(till.key), data=data, now=later)
+    assert getattr(exc.value, "code", None) == "redeem_limit_exceeded"
+    assert exc.value.extra["max_allowed"] == 10
