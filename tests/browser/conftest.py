@@ -122,6 +122,13 @@ def staff_login(page, live_server, django_user_model):  # type: ignore[no-untype
 def console_errors(page) -> list[str]:  # type: ignore[no-untyped-def]
     """Errors the pages log to the browser console or throw, collected as they happen."""
     errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    def on_console(message) -> None:  # type: ignore[no-untyped-def]
+        url = message.location.get("url", "")
+        # Chromium asks every site for /favicon.ico on its own; the admin links none.
+        if message.type == "error" and not url.endswith("/favicon.ico"):
+            errors.append(f"{message.text} ({url})")
+
+    page.on("console", on_console)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
