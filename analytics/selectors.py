@@ -262,11 +262,9 @@ def _member_counts_counted(
 def _points(program: Program, period: Period) -> dict[str, Any]:
     rows = DailyPoints.objects.filter(program=program, day__lte=period.end_day)
     in_period = rows.filter(day__gte=period.first)
-    flows = {
-        flow: in_period.filter(flow=flow).aggregate(s=Sum("points"))["s"] or 0
-        for flow in DailyPoints.Flow.values
-    }
-    by_flow_all = dict(rows.values_list("flow").annotate(s=Sum("points")).values_list("flow", "s"))
+    by_flow = dict(in_period.values_list("flow").annotate(s=Sum("points")).order_by())
+    flows = {flow: by_flow.get(flow) or 0 for flow in DailyPoints.Flow.values}
+    by_flow_all = dict(rows.values_list("flow").annotate(s=Sum("points")).order_by())
     liability = by_flow_all.get("issued", 0) - sum(
         by_flow_all.get(flow, 0) for flow in ("redeemed", "expired", "reversed")
     )
@@ -710,6 +708,17 @@ def dashboard(
         _rfm(program, period),
     ]
     return Dashboard(program, period, store, tier, sections, tables, clv_model)
+
+
+def probably_lost_condition(segment: Any) -> Q:
+    """Members of a campaigns "probably lost" segment: P(alive) under its threshold.
+
+    Registered with campaigns.segments from AnalyticsConfig.ready() (campaigns may
+    not import analytics). Members the nightly fit has not covered are not lost.
+    """
+    limit = float(segment.p_alive_below) if segment.p_alive_below is not None else AT_RISK_P_ALIVE
+    lost = MemberClv.objects.filter(program_id=segment.program_id, p_alive__lt=limit)
+    return Q(pk__in=lost.values("member_id"))
 
 
 def liability_report(*, program: Program, months: int = 12, until: dt.date) -> Table:
