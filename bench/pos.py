@@ -152,6 +152,27 @@ def prepare(members: int) -> tuple[str, list[str]]:
     return key, [cards[m.pk] for m in have]
 
 
+def _reexec_on(dbname: str, argv: list[str]) -> None:
+    """Run this benchmark again with DATABASE_URL on its own database of the same server.
+
+    Its own database keeps the figures apart from whatever else uses the
+    development database meanwhile (demo data, other people's experiments).
+    """
+    import psycopg
+
+    info = _conninfo()
+    admin = {k: v for k, v in info.items() if v} | {"dbname": "postgres"}
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url({**info, "dbname": dbname}),
+        "BENCH_POS_DATABASE": dbname,
+    }
+    os.execve(sys.executable, [sys.executable, "-m", "bench", "pos", *argv], env)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -291,8 +312,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 4)))
     parser.add_argument("--members-per-client", type=int, default=4)
     parser.add_argument("--skip-pgbench", action="store_true")
+    parser.add_argument(
+        "--database",
+        default="bench_pos",
+        help="database for the API's data, created and migrated on the same server "
+        "(default bench_pos; 'default' uses the configured one)",
+    )
     args = parser.parse_args(argv)
     _setup()
+    if args.database != "default" and os.environ.get("BENCH_POS_DATABASE") != args.database:
+        _reexec_on(args.database, argv)
+    if os.environ.get("BENCH_POS_DATABASE"):
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
 
     tps = None if args.skip_pgbench else yardstick(args.seconds)
     if tps is not None:
