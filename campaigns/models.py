@@ -87,6 +87,8 @@ class Segment(models.Model):
         BIRTHDAY_MONTH = "birthday_month", _("birthday this month")
         CONSENT = "consent", _("consent given")
         STATIC = "static", _("static list (uploaded CSV)")
+        # Evaluated by analytics (CLV model) through segments.segment_source_register.
+        PROBABLY_LOST = "probably_lost", _("probably lost: P(alive) under X (CLV)")
 
     program = models.ForeignKey(
         Program, verbose_name=_("program"), on_delete=models.CASCADE, related_name="segments"
@@ -115,6 +117,15 @@ class Segment(models.Model):
         max_length=20,
         blank=True,
         help_text=_("marketing_sms, marketing_email or third_party"),
+    )
+    p_alive_below = models.DecimalField(
+        _("P(alive) under"),
+        max_digits=3,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal("1"))],
+        help_text=_("For probably lost: 0.30 when empty. Members never fitted are not included."),
     )
     size = models.PositiveIntegerField(_("members"), default=0, editable=False)
     computed_at = models.DateTimeField(_("recalculated at"), null=True, blank=True, editable=False)

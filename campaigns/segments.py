@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,18 @@ from accounts.selectors import consent_given_subquery
 from campaigns.models import Segment, SegmentMember, SegmentSize
 from campaigns.selectors import program_zone
 from programs.audit import audit_record
+
+# Conditions that apps to the right compute (campaigns may not import them):
+# kind -> fn(segment) -> Q over Member. analytics registers "probably_lost"
+# from its AppConfig.ready().
+SegmentSource = Callable[[Segment], Q]
+SEGMENT_SOURCES: dict[str, SegmentSource] = {}
+
+
+def segment_source_register(kind: str, source: SegmentSource) -> SegmentSource:
+    """Let another app compute the members of segments of `kind`."""
+    SEGMENT_SOURCES[kind] = source
+    return source
 
 
 def segment_members(segment: Segment, *, at: datetime | None = None) -> QuerySet[Member]:
@@ -58,6 +71,8 @@ def segment_members(segment: Segment, *, at: datetime | None = None) -> QuerySet
         return members.annotate(_consent=consent_given_subquery(segment.consent_kind)).filter(
             _consent=True
         )
+    if kind in SEGMENT_SOURCES:
+        return members.filter(SEGMENT_SOURCES[kind](segment))
     raise ValueError(f"segment kind {kind!r} is not computed")
 
 
