@@ -14,3 +14,9 @@ class AnalyticsConfig(AppConfig):
         from analytics.admin import member_clv_panel
 
         member_panel_register(member_clv_panel)
+
+        # The "probably lost" segment condition of campaigns reads analytics' CLV table.
+        from analytics.selectors import probably_lost_condition
+        from campaigns import segments
+
+        segments.segment_source_register("probably_lost", probably_lost_condition)
