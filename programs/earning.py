@@ -201,7 +201,7 @@ def receipt_compute(
         raise RedeemLimitExceeded(max_allowed)
 
     # 3. Redeemed value spread over redeemable lines by amount, in kopecks and in points.
-    weights = [k if _redeemable(rules, line) else 0 for k, line in zip(kopecks, lines)]
+    weights = [k if _redeemable(rules, line) else 0 for k, line in zip(kopecks, lines, strict=True)]
     redeemed_value = int(Fraction(applied) * Fraction(rules.point_value) * 100)
     redeemed_k = largest_remainder(redeemed_value, weights) if applied else [0] * len(lines)
     redeemed_p = largest_remainder(applied, weights) if applied else [0] * len(lines)
@@ -209,7 +209,7 @@ def receipt_compute(
     # 4. Earning: each line's base, its exact points at each rate, then floor and spread.
     bases = [
         (k if rules.accrue_on_redeemed_part else k - r) if earns and _earning(rules, line) else 0
-        for k, r, line in zip(kopecks, redeemed_k, lines)
+        for k, r, line in zip(kopecks, redeemed_k, lines, strict=True)
     ]
     per_point = Fraction(rules.point_value) * HUNDRED * 100  # kopecks × percent per point
     base_rate = min(Fraction(rules.base_percent), Fraction(rules.rate_percent))
@@ -241,7 +241,7 @@ def receipt_compute(
     source_points = spread_exact(earned, [sum(src[2], Fraction(0)) for src in sources])
     breakdown = [
         EarnPart(source=src[0], campaign_id=src[1], points=p)
-        for src, p in zip(sources, source_points)
+        for src, p in zip(sources, source_points, strict=True)
     ]
 
     redeemed_total = sum(redeemed_k)
@@ -261,7 +261,7 @@ def receipt_compute(
                 redeemed_points=rp,
                 earned_points=ep,
             )
-            for k, rk, rp, ep in zip(kopecks, redeemed_k, redeemed_p, earned_lines)
+            for k, rk, rp, ep in zip(kopecks, redeemed_k, redeemed_p, earned_lines, strict=True)
         ],
         campaigns=applied_campaigns,
         messages=messages,
