@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from accounts.services import consent_record, member_anonymise
 from portal.conf import setting
 from portal.models import DeletionRequest, MemberSession, SignInCode, SignInFailure
 from programs.models import Program
+
+logger = logging.getLogger(__name__)
 
 CODE_DIGITS = 6
 HOUR = datetime.timedelta(hours=1)
@@ -178,10 +181,24 @@ def code_request(
 
 
 def code_dispatch(code_id: int, code: str, language: str) -> None:
-    """Hand the code to the worker. Done for every code, so members and nobody look alike."""
+    """Hand the code to the worker. Done for every code, so members and nobody look alike.
+
+    With the broker down nothing would queue the code again later and the member
+    would wait in vain (the request answered 500), so it is sent from here instead.
+    """
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
+    from portal.sms import SmsNotSent
     from portal.tasks import sign_in_code_send_task
 
-    sign_in_code_send_task.delay(code_id, code, language)
+    try:
+        sign_in_code_send_task.delay(code_id, code, language)
+    except BrokerUnavailable:
+        logger.warning("broker unavailable: sign-in code %s is sent by the web process", code_id)
+        try:
+            code_deliver(code_id=code_id, code=code, language=language)
+        except SmsNotSent as error:
+            logger.warning("sign-in code %s not sent: %s", code_id, error)
 
 
 def code_deliver(*, code_id: int, code: str, language: str, now: Any = None) -> bool:
