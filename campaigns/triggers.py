@@ -66,32 +66,38 @@ def _notify(member: Member, kind: str, reference: str, variables: dict[str, Any]
 def _bonus(
     trigger: Trigger, member: Member, reference: str, at: datetime, variables: dict[str, Any]
 ) -> bool:
-    """Credit the trigger's bonus once (ledger reference) and queue its message."""
-    balance: int | None = None
-    if trigger.points:
-        expires_at = at + timedelta(days=trigger.expire_days) if trigger.expire_days else None
-        transfer = ledger.points_credit(
-            account_or_member=member,
-            amount=trigger.points,
-            kind="bonus",
-            reference=reference,
-            source=f"trigger:{trigger.kind}",
-            expires_at=expires_at,
-            description=trigger.get_kind_display(),
-            now=at,
-        )
-        balance = transfer.account.available
-    if trigger.send_message:
-        _notify(
-            member,
-            trigger.kind,
-            reference,
-            {
-                "points": trigger.points,
-                "balance": balance if balance is not None else "",
-                **variables,
-            },
-        )
+    """Credit the trigger's bonus once (ledger reference) and queue its message.
+
+    One transaction for both: the ledger reference is what a rerun skips on, so
+    a worker killed between the bonus and its message must lose both, not the
+    message alone.
+    """
+    with transaction.atomic():
+        balance: int | None = None
+        if trigger.points:
+            expires_at = at + timedelta(days=trigger.expire_days) if trigger.expire_days else None
+            transfer = ledger.points_credit(
+                account_or_member=member,
+                amount=trigger.points,
+                kind="bonus",
+                reference=reference,
+                source=f"trigger:{trigger.kind}",
+                expires_at=expires_at,
+                description=trigger.get_kind_display(),
+                now=at,
+            )
+            balance = transfer.account.available
+        if trigger.send_message:
+            _notify(
+                member,
+                trigger.kind,
+                reference,
+                {
+                    "points": trigger.points,
+                    "balance": balance if balance is not None else "",
+                    **variables,
+                },
+            )
     return True
 
 
