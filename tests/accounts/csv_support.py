@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ def program_with_store(code: str = "main") -> Program:
 
 def run_import(path: Path, program: Program, *extra: str, refused: Path | None = None) -> str:
     out = io.StringIO()
-    args = [str(path), "--program", program.code, *extra]
-    if refused is not None:
-        args += ["--refused", str(refused)]
+    # Never next to the input: tests/data must stay as committed.
+    refused = refused or Path(tempfile.mkdtemp()) / "refused.csv"
+    args = [str(path), "--program", program.code, *extra, "--refused", str(refused)]
     call_command("members_import", *args, stdout=out)
     return out.getvalue()
 
