@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 def test_the_demo_loads_a_program_and_a_thousand_members_once() -> None:
     with CaptureQueriesContext(connection) as queries:
-        call_command("demo_load", stdout=StringIO())
+        call_command("demo_load", "--buyers", "0", stdout=StringIO())
 
     program = Program.objects.get(code="demo")
     assert program.tiers.count() == 3
@@ -38,7 +38,7 @@ def test_the_demo_loads_a_program_and_a_thousand_members_once() -> None:
     ).exists()
 
     out = StringIO()
-    call_command("demo_load", stdout=out)
+    call_command("demo_load", "--buyers", "0", stdout=out)
 
     assert members.count() == 1000
     assert Card.objects.filter(member__program=program).count() == 1000
@@ -51,3 +51,22 @@ def test_the_demo_members_are_the_same_on_every_machine() -> None:
     assert len({m.phone for m in plan}) == 50
     assert all(m.phone.startswith("+79") and len(m.phone) == 12 for m in plan)
     assert all(m.consents["personal_data"] for m in plan)
+
+
+def test_the_demo_adds_tills_and_a_year_of_purchases_and_prints_a_first_api_call() -> None:
+    from pos.models import Purchase, Terminal
+
+    out = StringIO()
+    call_command("demo_load", "--members", "40", "--buyers", "8", stdout=out)
+    program = Program.objects.get(code="demo")
+    purchases = Purchase.objects.filter(program=program)
+    assert Terminal.objects.filter(program=program).count() == 2
+    assert purchases.count() >= 8
+    assert "Till key of store" in out.getvalue()
+    assert "/api/v1/members/lookup?card=" in out.getvalue()
+
+    again = StringIO()
+    count = purchases.count()
+    call_command("demo_load", "--members", "40", "--buyers", "8", stdout=again)
+    assert purchases.count() == count
+    assert "Purchases: 0 created" in again.getvalue()

@@ -1,7 +1,9 @@
 """Load the demo: a program with tiers and stores, then members with consents.
 
-Safe to run again: the program file is imported (a no-op when unchanged) and
-members are matched by phone, so a second run creates nothing. The data is
+Safe to run again: the program file is imported (a no-op when unchanged),
+members are matched by phone and purchases by receipt number, so a second run
+creates nothing. Then a till per store and a year of purchases and refunds,
+made through the cashier services (pos.demo). The data is
 the same on every machine (seeded random). One function per part, so later
 issues add terminals, purchases and campaigns as parts of their own.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -156,8 +159,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--members", type=int, default=1000, help="how many demo members")
+        parser.add_argument(
+            "--buyers",
+            type=int,
+            default=200,
+            help="how many of them get a year of purchases (0: no tills, no purchases)",
+        )
 
-    def handle(self, *args: Any, members: int, **options: Any) -> None:
+    def handle(self, *args: Any, members: int, buyers: int, **options: Any) -> None:
         started = time.monotonic()
         program = demo_program()
         self.stdout.write(
@@ -166,4 +175,21 @@ class Command(BaseCommand):
         )
         created = demo_members(program, count=members)
         self.stdout.write(f"Members:  {created} created, {members - created} already there")
+        if buyers:
+            self.demo_purchases(program, buyers)
         self.stdout.write(f"Demo loaded in {time.monotonic() - started:.1f} s")
+
+    def demo_purchases(self, program: Program, buyers: int) -> None:
+        from pos.demo import demo_curl, demo_load_purchases
+
+        result = demo_load_purchases(program, members=buyers)
+        self.stdout.write(
+            f"Purchases: {result['purchases']} created, refunds: {result['refunds']} created"
+        )
+        port = os.environ.get("PORT", "8000")
+        for store, key in sorted(result["tills"].items()):
+            self.stdout.write(f"Till key of store {store}: {key}")
+        if result["tills"]:
+            first_key = result["tills"][sorted(result["tills"])[0]]
+            self.stdout.write("Try the cashier API:")
+            self.stdout.write("  " + demo_curl(program, first_key, f"http://127.0.0.1:{port}"))
