@@ -1,8 +1,10 @@
-"""Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N].
+"""Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N]
+[--threads N].
 
 1. The yardstick: pgbench runs /work/shared/bench's ledger_accrue.sql (-c 8 -j 2)
    against the same PostgreSQL server, in a scratch database.
-2. The API under gunicorn (DEBUG off, throttling lifted) on the configured
+2. The API under gunicorn (DEBUG off, throttling lifted; --workers processes of
+   --threads threads each, gthread when threads > 1) on the configured
    database (embedded, or DATABASE_URL): --clients concurrent clients, each on
    its own members, send committed purchases with redemption (a 3-line
    receipt, 10 points redeemed) for --seconds; then quotes for --seconds.
@@ -179,7 +181,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api(workers: int, port: int) -> subprocess.Popen[bytes]:
+def start_api(workers: int, port: int, threads: int = 1) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(_conninfo()),
@@ -193,7 +195,11 @@ def start_api(workers: int, port: int) -> subprocess.Popen[bytes]:
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    args = [gunicorn, "loyalty_site.wsgi", "--workers", str(workers), "--bind"]
+    # A request spends most of its time waiting for PostgreSQL; with threads a
+    # worker runs another request meanwhile (and keeps the connection alive)
+    # instead of leaving clients queued behind a sync worker.
+    args = [gunicorn, "loyalty_site.wsgi", "--workers", str(workers), "--threads", str(threads)]
+    args += ["--bind"]
     args += [f"127.0.0.1:{port}", "--log-level", "warning", "--worker-tmp-dir", "/dev/shm"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
     deadline = time.monotonic() + 180
@@ -310,6 +316,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=int, default=20, help="per phase (default 20)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 4)))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("WEB_THREADS", 4)),
+        help="threads per gunicorn worker (default WEB_THREADS or 4; 1 = sync workers)",
+    )
     parser.add_argument("--members-per-client", type=int, default=4)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument(
@@ -333,7 +345,7 @@ def main(argv: list[str]) -> int:
     key, cards = prepare(args.clients * args.members_per_client)
     port = _free_port()
     with tempfile.TemporaryDirectory():
-        api = start_api(args.workers, port)
+        api = start_api(args.workers, port, args.threads)
         try:
             drive(port, key, cards, args.clients, 3, "/api/v1/purchases", 201)  # warm up
             ok, lat, statuses = drive(
@@ -373,6 +385,7 @@ def main(argv: list[str]) -> int:
                 "figure": round(figure, 3) if figure else None,
                 "clients": args.clients,
                 "workers": args.workers,
+                "threads": args.threads,
                 "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
             }
         )
