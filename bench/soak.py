@@ -3,6 +3,7 @@
     .venv/bin/python -m bench soak                      # 10 minutes, 16 terminals
     .venv/bin/python -m bench soak --minutes 2 --terminals 8
     CELERY_BROKER_URL=redis://127.0.0.1:6379/0 .venv/bin/python -m bench soak
+    .venv/bin/python -m bench soak --redis              # a private redis-server as the broker
     .venv/bin/python -m bench soak --server-url postgresql://postgres@127.0.0.1:5432/postgres
 
 The stack is the production one: gunicorn, PostgreSQL, a Celery worker and
@@ -40,6 +41,7 @@ from typing import Any
 from bench.soak_load import report, run_terminals
 from bench.soak_stack import (
     PrivatePostgres,
+    Redis,
     Stack,
     pg_execute,
     pg_tool,
@@ -337,23 +339,43 @@ def main(argv: list[str]) -> int:
         default=10,
         help="seconds between runs of every periodic job during the soak",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a private redis-server on a free port as the broker (CELERY_BROKER_URL wins)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases and logs")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    result = run(
+    broker_url = os.environ.get("CELERY_BROKER_URL") or None
+    redis = None
+    if args.redis and broker_url is None:
+        redis = Redis(Path(tempfile.mkdtemp(prefix="soak-redis-")))
+        redis.start()
+        broker_url = redis.url
+    try:
+        result = _run_main(args, broker_url)
+    finally:
+        if redis is not None:
+            redis.stop()
+            shutil.rmtree(redis.workdir, ignore_errors=True)
+    print_report(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 1 if result["findings"] else 0
+
+
+def _run_main(args: argparse.Namespace, broker_url: str | None) -> dict[str, Any]:
+    return run(
         minutes=args.minutes,
         terminals=args.terminals,
         members=args.members,
         web_workers=args.web_workers,
         worker_concurrency=args.worker_concurrency,
         server_url=args.server_url,
-        broker_url=os.environ.get("CELERY_BROKER_URL") or None,
+        broker_url=broker_url,
         pgbench_seconds=args.pgbench_seconds,
         job_every=args.job_every,
         keep=args.keep,
         say=lambda text: print(text, file=sys.stderr, flush=True),
     )
-    print_report(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
-    return 1 if result["findings"] else 0

@@ -7,14 +7,12 @@ private server in a temporary folder, never to the shared one under var/.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.soak_stack import PrivatePostgres, Stack, pg_server_version, pg_tool
+from bench.soak_stack import pg_server_version, pg_tool
 
 
 def _test_database_url() -> str:
@@ -42,41 +40,3 @@ def schema_dump(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:  
         timeout=120,
     )
     return path
-
-
-@pytest.fixture
-def private_postgres(schema_dump: Path) -> Iterator[tuple[PrivatePostgres, str]]:
-    """A PostgreSQL of this test's own with a migrated, empty database `loyalty`."""
-    server = PrivatePostgres()
-    try:
-        url = server.create_database("loyalty")
-        subprocess.run(
-            [pg_tool("pg_restore"), "--no-owner", "-d", url, str(schema_dump)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        yield server, url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def stack_factory(tmp_path: Path) -> Iterator[object]:
-    """`make(database_url=..., broker_url=...)` → a Stack; all its children stopped at the end."""
-    made: list[Stack] = []
-
-    def make(**kwargs: object) -> Stack:
-        workdir = tmp_path / f"stack{len(made)}"
-        workdir.mkdir()
-        stack = Stack(workdir=workdir, **kwargs)  # type: ignore[arg-type]
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
-        stack.stop()
-
-
-def redis_available() -> bool:
-    return shutil.which("redis-server") is not None

@@ -42,12 +42,6 @@ def _welcome_setup() -> int:
     return program.members.count()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaigns.triggers._bonus commits the bonus and queues its message in separate "
-    "transactions; the rerun skips the member (ledger reference exists), so the message is lost. "
-    "Asked of campaigns in /work/notes/requests.md",
-)
 @pytest.mark.django_db(transaction=True)
 def test_a_trigger_killed_between_bonus_and_message_still_sends_it(tmp_path: Path) -> None:
     members = _welcome_setup()
