@@ -389,6 +389,11 @@ SPECTACULAR_SETTINGS = {
         "MemberStatusEnum": "pos.api.serializers.MEMBER_STATUSES",
         "PurchaseStatusEnum": "pos.api.serializers.PURCHASE_STATUSES",
     },
+    # The default enum hook, then request schemas made as strict as the validation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "pos.api.schema.request_schemas_tighten",
+    ],
 }
 
 # --- Security when deployed -----------------------------------------------
