@@ -253,11 +253,10 @@ class Stack:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def run(self, code: str, *, timeout: float = 120) -> Any:
-        """Run Python `code` with Django set up in a child; returns the JSON it prints last."""
-        script = "import django, json\ndjango.setup()\n" + code
+    def _child(self, args: list[str], *, timeout: float) -> str:
+        """Run a Python child to its end on this stack's environment; its standard output."""
         done = subprocess.run(
-            [sys.executable, "-c", script],
+            [sys.executable, *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -265,36 +264,23 @@ class Stack:
             timeout=timeout,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"child failed ({done.returncode}):\n{done.stderr[-4000:]}")
-        lines = [line for line in done.stdout.splitlines() if line.strip()]
+            what = " ".join(args)[:80]
+            raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return done.stdout
+
+    def run(self, code: str, *, timeout: float = 120) -> Any:
+        """Run Python `code` with Django set up in a child; returns the JSON it prints last."""
+        out = self._child(["-c", "import django, json\ndjango.setup()\n" + code], timeout=timeout)
+        lines = [line for line in out.splitlines() if line.strip()]
         return json.loads(lines[-1]) if lines else None
 
     def script(self, *args: str, timeout: float = 300) -> Any:
         """`python -m bench.soak_stack ARGS` in a child (seed, invariants): its JSON answer."""
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.soak_stack", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"soak_stack {args[0]} failed:\n{done.stderr[-4000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        out = self._child(["-m", "bench.soak_stack", *args], timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
 
     def manage(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stderr[-4000:]}")
-        return done.stdout
+        return self._child(["manage.py", *args], timeout=timeout)
 
     def web(self, *, workers: int = 2, port: int | None = None) -> subprocess.Popen[bytes]:
         self.port = port or self.port or free_port()

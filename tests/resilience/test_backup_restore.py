@@ -54,12 +54,15 @@ def _major(program: str) -> int | None:
 
 def _client_tools(server_major: int) -> Path:
     """The folder of a pg_dump/pg_restore of the server's major version, or skip."""
-    candidates = [PG_BIN]
+    # The embedded wheel's, Debian's per-version folder, then whatever is on PATH.
+    candidates = [PG_BIN, Path(f"/usr/lib/postgresql/{server_major}/bin")]
     system = shutil.which("pg_dump")
     if system:
-        candidates.append(Path(system).resolve().parent)
+        candidates.append(Path(system).parent)
     for folder in candidates:
-        if _major(str(folder / "pg_dump")) == server_major and (folder / "pg_restore").exists():
+        if not (folder / "pg_dump").exists() or not (folder / "pg_restore").exists():
+            continue
+        if _major(str(folder / "pg_dump")) == server_major:
             return folder
     pytest.skip(f"no pg_dump/pg_restore of PostgreSQL {server_major} on this machine")
 

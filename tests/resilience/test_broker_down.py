@@ -29,6 +29,7 @@ from django.db import connections
 from bench.soak_load import Api
 from bench.soak_stack import Redis, Stack, pg_execute, wait_until
 from tests.conftest import _database_url
+from tests.resilience.factories import trigger_with_message
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 def _seed() -> dict[str, Any]:
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    from campaigns.models import MessageTemplate, Trigger, TriggerKind
+    from campaigns.models import TriggerKind
     from ledger.services import ImportRow, balances_import
     from loyalty_site.management.commands.demo_load import demo_members, demo_program
     from pos.services import terminal_create
@@ -49,12 +50,7 @@ def _seed() -> dict[str, Any]:
     cards = [m.cards.get(status="active").number for m in members]
     balances_import(program=program, rows=[ImportRow(line=1, card=cards[0], points=100)])
     _terminal, key = terminal_create(store=program.stores.order_by("code").first(), name="Till")
-    Trigger.objects.create(
-        program=program, kind=TriggerKind.WELCOME, is_active=True, points=25, send_message=True
-    )
-    MessageTemplate.objects.create(
-        program=program, kind=TriggerKind.WELCOME, channel="sms", language="en", body="Welcome!"
-    )
+    trigger_with_message(program, TriggerKind.WELCOME, points=25)
     # Beat runs the two message jobs every two seconds here, not hourly.
     every, _ = IntervalSchedule.objects.get_or_create(every=2, period=IntervalSchedule.SECONDS)
     for task in ("campaigns.triggers_run_task", "campaigns.outbox_send_task"):

@@ -17,28 +17,19 @@ from django.utils import timezone
 
 from bench.soak_stack import Stack, pg_execute, url_with_database, wait_until
 from tests.conftest import _database_url
+from tests.resilience.factories import trigger_with_message
 
 APP_NAME = "resilience-trigger"
 
 
 def _welcome_setup() -> int:
-    from campaigns.models import MessageTemplate, Trigger, TriggerKind
+    from campaigns.models import TriggerKind
     from loyalty_site.management.commands.demo_load import demo_members, demo_program
 
     program = demo_program()
     demo_members(program, count=5)
     program.members.update(registered_at=timezone.now() - datetime.timedelta(days=1))
-    Trigger.objects.create(
-        program=program,
-        kind=TriggerKind.WELCOME,
-        is_active=True,
-        points=50,
-        expire_days=30,
-        send_message=True,
-    )
-    MessageTemplate.objects.create(
-        program=program, kind=TriggerKind.WELCOME, channel="sms", language="en", body="Hi {name}"
-    )
+    trigger_with_message(program, TriggerKind.WELCOME, points=50, expire_days=30)
     return program.members.count()
 
 

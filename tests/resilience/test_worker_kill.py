@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from bench.soak_stack import Stack, pg_execute, url_with_database, wait_until
 from tests.conftest import _database_url
+from tests.resilience.factories import trigger_with_message
 
 # In the order beat's schedule would run them in a day; each is killed once, then rerun.
 JOBS = [
@@ -137,7 +138,7 @@ def _shift_off_the_clock(now: datetime.datetime) -> None:
 def _dataset(settings: Any) -> dict[str, int]:
     """Work for every job, through the services where they exist, set-based where volume matters."""
     from bench.analytics import _build
-    from campaigns.models import MessageTemplate, Segment, Trigger, TriggerKind
+    from campaigns.models import Segment, TriggerKind
     from ledger.services import (
         ImportRow,
         InsufficientPoints,
@@ -222,40 +223,9 @@ def _dataset(settings: Any) -> dict[str, int]:
         except InsufficientPoints:
             continue
     # Triggers with their messages, and segments.
-    Trigger.objects.create(
-        program=program,
-        kind=TriggerKind.WELCOME,
-        is_active=True,
-        points=50,
-        expire_days=30,
-        send_message=True,
-    )
-    Trigger.objects.create(
-        program=program,
-        kind=TriggerKind.WINBACK,
-        is_active=True,
-        points=30,
-        days=400,
-        expire_days=14,
-        send_message=True,
-    )
-    Trigger.objects.create(
-        program=program,
-        kind=TriggerKind.EXPIRING,
-        is_active=True,
-        points=0,
-        days=30,
-        send_message=True,
-    )
-    for kind in (TriggerKind.WELCOME, TriggerKind.WINBACK, TriggerKind.EXPIRING):
-        MessageTemplate.objects.create(
-            program=program,
-            kind=kind,
-            channel="sms",
-            language="en",
-            subject="",
-            body=f"{kind}: hello {{name}}",
-        )
+    trigger_with_message(program, TriggerKind.WELCOME, points=50, expire_days=30)
+    trigger_with_message(program, TriggerKind.WINBACK, points=30, days=400, expire_days=14)
+    trigger_with_message(program, TriggerKind.EXPIRING, points=0, days=30)
     Segment.objects.create(program=program, name="active", kind=Segment.Kind.ACTIVE, days=30)
     Segment.objects.create(program=program, name="sleeping", kind=Segment.Kind.SLEEPING, days=180)
     Segment.objects.create(
