@@ -4,8 +4,8 @@ schemathesis, asked to send only schema-valid requests, found the API refusing
 them where the schema was looser than the validation: unknown fields (every
 input serializer refuses them), an empty Idempotency-Key, an empty list of
 lines, negative amounts. Each rule is checked here on the served schema.
-What the schema cannot say (exactly one of `card` or `phone` in a lookup) is
-in the operation's description instead.
+What a schema cannot say (exactly one of `card` or `phone` in a lookup, a
+real phone number) stays the validation's, and test_api_access covers it.
 """
 
 from __future__ import annotations
