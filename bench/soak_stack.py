@@ -348,8 +348,11 @@ class Stack:
         app = Celery("resilience-sender", broker=self.broker_url, set_as_current=False)
         app.conf.broker_transport_options = options
         task_id = task_id or str(uuid.uuid4())
+        # The URL is passed on: Celery would take CELERY_BROKER_URL from this
+        # process's environment over the app's own broker.
         try:
-            app.send_task(name, task_id=task_id)
+            with app.connection_for_write(self.broker_url) as conn:
+                app.send_task(name, task_id=task_id, connection=conn)
         finally:
             app.close()
         return task_id
