@@ -318,7 +318,25 @@ class ErrorOut(serializers.Serializer):
 
 
 class RedeemLimitOut(ErrorOut):
-    max_allowed = serializers.IntegerField()
+    """A 422: each code brings its own fields (a reused Idempotency-Key brings none)."""
+
+    max_allowed = serializers.IntegerField(
+        required=False, help_text="With `redeem_limit_exceeded`: the most points allowed."
+    )
+    coupon = serializers.CharField(
+        required=False, allow_null=True, help_text="With `coupon_invalid`: the refused code."
+    )
+    reason = serializers.CharField(required=False, help_text="With `coupon_invalid`: why.")
+    coupons = serializers.DictField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="With `coupon_invalid`: every refused code and why.",
+    )
+    campaigns = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="With `coupon_invalid`: the campaigns whose codes ran out.",
+    )
 
 
 __all__ = ["OpenApiTypes"]
