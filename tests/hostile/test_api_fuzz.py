@@ -216,3 +216,57 @@ def test_the_till_journey_by_hand_answers_as_the_schema_says(world: World) -> No
         expect=200,
     )
     assert mine["id"] == bought["id"]
+
+
+def test_every_refusal_of_a_purchase_answers_as_the_schema_says(world: World) -> None:
+    """The error answers the fuzzer may not reach on its own, each checked against the schema."""
+    alice = {"card": card_of(world.member)}
+    sale = {"member": alice, "receipt_number": "E-1", "lines": [{"amount": "100.00"}]}
+    _call(world, "POST", "/api/v1/purchases", body=sale, key="e-1", expect=201)
+    # The same key with another body; the same receipt number with another key.
+    reused = _call(
+        world, "POST", "/api/v1/purchases", body={**sale, "redeem_points": 1}, key="e-1", expect=422
+    )
+    assert reused["code"] == "idempotency_key_reused"
+    again = _call(world, "POST", "/api/v1/purchases", body=sale, key="e-2", expect=409)
+    assert again["code"] == "duplicate_receipt"
+    too_much = _call(
+        world,
+        "POST",
+        "/api/v1/purchases/quote",
+        body={**sale, "redeem_points": 10**6},
+        expect=422,
+    )
+    assert too_much["code"] == "redeem_limit_exceeded" and too_much["max_allowed"] == 30
+    coupon = _call(
+        world, "POST", "/api/v1/purchases/quote", body={**sale, "coupons": ["NOPE"]}, expect=422
+    )
+    assert coupon["code"] == "coupon_invalid" and coupon["coupon"] == "NOPE"
+    nobody = _call(
+        world,
+        "POST",
+        "/api/v1/purchases/quote",
+        body={**sale, "member": {"card": "2000000000017"}},
+        expect=404,
+    )
+    assert nobody["code"] == "member_not_found"
+    # Confirming what is already completed; refunding more than was bought.
+    done = _call(
+        world,
+        "POST",
+        "/api/v1/purchases/{purchase_id}/confirm",
+        path_parameters={"purchase_id": str(world.purchase.pk)},
+        key="e-3",
+        expect=409,
+    )
+    assert done["code"] == "purchase_not_pending"
+    excess = _call(
+        world,
+        "POST",
+        "/api/v1/purchases/{purchase_id}/refunds",
+        path_parameters={"purchase_id": str(world.purchase.pk)},
+        body={"refund_number": "E-RF", "lines": [{"line_no": 1, "quantity": "5"}]},
+        key="e-4",
+        expect=422,
+    )
+    assert excess["code"] == "refund_exceeds_purchase"
