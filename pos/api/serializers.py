@@ -202,9 +202,11 @@ class MemberSummaryOut(serializers.Serializer):
 
 
 class MemberCreatedConflictOut(serializers.Serializer):
+    """A 409: `member_exists` names the member; `request_in_progress` and `lock_timeout` do not."""
+
     code = serializers.CharField()
     detail = serializers.CharField()
-    id = serializers.UUIDField()
+    id = serializers.UUIDField(required=False, help_text="With `member_exists`: the member's id.")
 
 
 class TransactionOut(serializers.Serializer):
