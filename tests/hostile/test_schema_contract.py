@@ -104,3 +104,36 @@ def test_the_idempotency_key_is_one_to_255_printable_characters(schema: dict[str
     for operation, header in headers:
         assert header.get("minLength") == 1 and header.get("maxLength") == 255, operation
         assert header.get("pattern"), operation  # no control characters
+
+
+def test_every_change_may_answer_request_in_progress_as_its_schema_says(
+    schema: dict[str, Any],
+) -> None:
+    """API.md: the same Idempotency-Key while the first call runs is 409 request_in_progress.
+
+    That body has only `code` and `detail`, so every 409 schema of an operation that
+    takes the key must accept it (and 429 throttled, 503 service_unavailable likewise).
+    """
+    import jsonschema
+
+    bodies = {
+        "409": {"code": "request_in_progress", "detail": "Retry shortly."},
+        "429": {"code": "throttled", "detail": "Slow down."},
+        "503": {"code": "service_unavailable", "detail": "Retry."},
+    }
+    refused = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            names = {p["name"] for p in operation.get("parameters", [])}
+            if "Idempotency-Key" not in names:
+                continue
+            for status, body in bodies.items():
+                response = operation["responses"].get(status)
+                if response is None:
+                    refused.append(f"{method.upper()} {path} {status}: not documented")
+                    continue
+                target = _resolve(schema, response["content"]["application/json"]["schema"])
+                errors = list(jsonschema.Draft7Validator(target).iter_errors(body))
+                if errors:
+                    refused.append(f"{method.upper()} {path} {status}: {errors[0].message}")
+    assert refused == []
