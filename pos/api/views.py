@@ -414,7 +414,7 @@ _PENDING_RESPONSES = {
     409: OpenApiResponse(
         s.ErrorOut, description="`purchase_not_pending`, `request_in_progress`, `lock_timeout`."
     ),
-    **{k: v for k, v in _errors().items()},
+    **_errors((422, "`idempotency_key_reused`: the key was sent before for another request.")),
 }
 
 
