@@ -106,18 +106,20 @@ def test_the_idempotency_key_is_one_to_255_printable_characters(schema: dict[str
         assert header.get("pattern"), operation  # no control characters
 
 
-def test_every_change_may_answer_request_in_progress_as_its_schema_says(
+def test_every_change_may_answer_the_idempotency_refusals_as_its_schema_says(
     schema: dict[str, Any],
 ) -> None:
     """API.md: the same Idempotency-Key while the first call runs is 409 request_in_progress.
 
     That body has only `code` and `detail`, so every 409 schema of an operation that
-    takes the key must accept it (and 429 throttled, 503 service_unavailable likewise).
+    takes the key must accept it; so must its 422 (the key reused with another body or
+    on another purchase), 429 throttled and 503 service_unavailable.
     """
     import jsonschema
 
     bodies = {
         "409": {"code": "request_in_progress", "detail": "Retry shortly."},
+        "422": {"code": "idempotency_key_reused", "detail": "Used with another request."},
         "429": {"code": "throttled", "detail": "Slow down."},
         "503": {"code": "service_unavailable", "detail": "Retry."},
     }
