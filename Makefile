@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed-stamp
+# Both cores: two test processes, each on its own test database and Celery queue.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: run test install setup demo lint bench db-stop clean
 

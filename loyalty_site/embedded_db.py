@@ -8,6 +8,8 @@ starts it, the rest find it through `postmaster.pid`. `make db-stop` stops it.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -90,8 +92,19 @@ def ensure_running(var_dir: Path) -> dict[str, str]:
     """Start the embedded server if needed; return Django connection settings for it."""
     pgdata = var_dir / "pgdata"
     socket_dir = _running_socket_dir(pgdata)
-    if socket_dir is None:
-        socket_dir = _start(pgdata)
+    # A server that is still starting, recovering or shutting down is neither
+    # ready nor startable: wait for it to settle instead of failing.
+    for attempt in range(30):
+        if socket_dir is not None:
+            break
+        try:
+            socket_dir = _start(pgdata)
+        except (AssertionError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if attempt == 29:
+                raise
+            time.sleep(1)
+            socket_dir = _running_socket_dir(pgdata)
+    assert socket_dir is not None
     marker = var_dir / "pgdata.ready"  # skips a connection per process once the database exists
     if not marker.exists():
         _ensure_database(socket_dir, DATABASE_NAME)
@@ -101,8 +114,6 @@ def ensure_running(var_dir: Path) -> dict[str, str]:
 
 def stop(var_dir: Path) -> bool:
     """Stop the embedded server; False when it was not running."""
-    import subprocess
-
     pgdata = var_dir / "pgdata"
     if _running_socket_dir(pgdata) is None:
         return False

@@ -169,6 +169,7 @@ TEMPLATES = [
     },
 ]
 
+
 # --- Database -------------------------------------------------------------
 def database_from_url(name: str, url: str) -> dict[str, object]:
     """Django settings of a PostgreSQL database given as a URL in the variable `name`."""
@@ -272,6 +273,10 @@ CELERY_TIMEZONE = "UTC"  # the schedule is in UTC
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Test processes run side by side (pytest-xdist) on one broker: each gets its
+# own queue, so a worker a test starts never takes another process's tasks.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    CELERY_TASK_DEFAULT_QUEUE = f"celery-{os.environ['PYTEST_XDIST_WORKER']}"
 # Periodic jobs, keyed by name; each app's tasks.py holds the task itself.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 from celery.schedules import crontab as _crontab  # noqa: E402

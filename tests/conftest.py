@@ -74,3 +74,22 @@ def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# Tests that open tens of connections at once (threads against one member) run
+# one after another on a single xdist worker, so that two of them never meet and
+# exhaust a server's max_connections (100 on a stock PostgreSQL).
+MANY_CONNECTIONS = {
+    "tests/ledger/test_concurrency.py",
+    "tests/pos/test_concurrency.py",
+    "tests/pos/test_idempotency.py",
+    "tests/portal/test_concurrency.py",
+    "tests/campaigns/test_till.py",
+    "tests/resilience/test_soak.py",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in MANY_CONNECTIONS:
+            item.add_marker(pytest.mark.xdist_group("many_connections"))
