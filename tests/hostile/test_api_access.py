@@ -367,21 +367,23 @@ def _post(world: World, path: str, body: Any, *, authorization: str, method: str
     )
 
 
-@pytest.mark.parametrize("name", sorted(SERVER_SIDE))
-def test_enrolment_refuses_server_side_fields(world: World, name: str) -> None:
-    body = {**_enrolment(world), name: SERVER_SIDE[name]}
-    before = db_state()
-    response = _post(world, "members", body, authorization=f"Token {world.till.key}")
-    assert response.status_code == 400, response.content
-    assert name in response.json()["errors"]
-    assert db_state() == before
+MASS_ASSIGNMENT = [("members", _enrolment, name, value) for name, value in SERVER_SIDE.items()] + [
+    ("purchases", _sale, name, value) for name, value in PURCHASE_SIDE.items()
+]
 
 
-@pytest.mark.parametrize("name", sorted(PURCHASE_SIDE))
-def test_a_purchase_refuses_server_side_fields(world: World, name: str) -> None:
-    body = {**_sale(world), name: PURCHASE_SIDE[name]}
+@pytest.mark.parametrize(
+    ("path", "body", "name", "value"),
+    MASS_ASSIGNMENT,
+    ids=[f"{path}.{name}" for path, _b, name, _v in MASS_ASSIGNMENT],
+)
+def test_enrolment_and_purchase_refuse_server_side_fields(
+    world: World, path: str, body: Body, name: str, value: Any
+) -> None:
     before = db_state()
-    response = _post(world, "purchases", body, authorization=f"Token {world.till.key}")
+    response = _post(
+        world, path, {**body(world), name: value}, authorization=f"Token {world.till.key}"
+    )
     assert response.status_code == 400, response.content
     assert name in response.json()["errors"]
     assert db_state() == before
