@@ -428,3 +428,9 @@ def report(stats: Stats, wall: float) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def main(argv: list[str]) -> int:
+    """Not a benchmark of its own: the terminals of `python -m bench soak`."""
+    print("bench.soak_load drives the terminals of `python -m bench soak`; run that.")
+    return 2

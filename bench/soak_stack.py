@@ -471,7 +471,8 @@ def invariants(program_code: str) -> dict[str, Any]:
     }
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    """`seed` or `invariants` (also `python -m bench soak_stack ...`), printing JSON."""
     import argparse
 
     import django
@@ -502,4 +503,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))
