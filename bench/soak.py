@@ -186,7 +186,9 @@ def run(
             else ["--pool", "prefork", "--concurrency", str(worker_concurrency)]
         )
         stack.env["LOG_LEVEL"] = "INFO"  # the worker log tells which jobs ran
-        stack.celery("worker", *pool, "--queues", "celery,pos,jobs,messages")
+        from loyalty_site.celery import worker_queues
+
+        stack.celery("worker", *pool, "--queues", worker_queues())
         stack.celery("beat", "--scheduler", BEAT)
         stack.env["LOG_LEVEL"] = "WARNING"
         say(f"load: {terminals} terminals for {minutes:g} min ...")

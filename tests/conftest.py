@@ -85,11 +85,15 @@ MANY_CONNECTIONS = {
     "tests/pos/test_idempotency.py",
     "tests/portal/test_concurrency.py",
     "tests/campaigns/test_till.py",
-    "tests/resilience/test_soak.py",
 }
 
 
 def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
     for item in items:
-        if item.nodeid.split("::", 1)[0] in MANY_CONNECTIONS:
+        path = item.nodeid.split("::", 1)[0]
+        if path in MANY_CONNECTIONS:
             item.add_marker(pytest.mark.xdist_group("many_connections"))
+        elif path.startswith("tests/resilience/"):
+            # Each module stages one fault (a restart, a kill, an outage) in a
+            # module fixture that its tests then read: one process runs them all.
+            item.add_marker(pytest.mark.xdist_group("resilience"))

@@ -135,7 +135,9 @@ def outage(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[dic
             )
             # The broker comes back where it was; the worker and beat start.
             redis.start()
-            stack.celery("worker", "--queues", "celery,pos,jobs,messages")
+            from loyalty_site.celery import worker_queues
+
+            stack.celery("worker", "--queues", worker_queues())
             stack.celery("beat")
             member_id = seen["enrolled"][1]
 
