@@ -186,9 +186,7 @@ def run(
             else ["--pool", "prefork", "--concurrency", str(worker_concurrency)]
         )
         stack.env["LOG_LEVEL"] = "INFO"  # the worker log tells which jobs ran
-        from loyalty_site.celery import worker_queues
-
-        stack.celery("worker", *pool, "--queues", worker_queues())
+        stack.celery("worker", *pool)  # its default queue, as the stack's web and beat send
         stack.celery("beat", "--scheduler", BEAT)
         stack.env["LOG_LEVEL"] = "WARNING"
         say(f"load: {terminals} terminals for {minutes:g} min ...")

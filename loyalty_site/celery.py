@@ -15,11 +15,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def worker_queues() -> str:
-    """Queues a worker serves: the default one (one per test process under xdist), the named."""
-    return ",".join([app.conf.task_default_queue, "pos", "jobs", "messages"])
-
-
 @signals.task_success.connect
 def _count_success(sender: Task | None = None, **kwargs: object) -> None:
     metrics.JOB_RUNS.labels(task=getattr(sender, "name", "?"), outcome="success").inc()

@@ -44,7 +44,13 @@ SECURITY_SETTINGS = (
 
 
 def production_env(child_env: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in child_env.items() if not k.startswith(("SECURE_", "SESSION_"))}
+    # The browser tests' conftest sets DJANGO_ALLOW_ASYNC_UNSAFE for Playwright in
+    # this test process; a deployment never has it.
+    env = {
+        k: v
+        for k, v in child_env.items()
+        if not k.startswith(("SECURE_", "SESSION_")) and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
+    }
     env.update(
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(60),
