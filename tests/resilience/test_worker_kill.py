@@ -304,6 +304,13 @@ def test_jobs_killed_mid_run_and_run_again_end_as_one_clean_run(settings, tmp_pa
     clean_name = f"{database}_clean"
     connections.close_all()  # a template database must have no other connection
     pg_execute(admin, f'DROP DATABASE IF EXISTS "{clean_name}"')
+    # Threads of earlier tests in this process (a live server, a pool) may still
+    # hold a connection; this thread's are closed, so the others can go.
+    pg_execute(
+        admin,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()",
+    )
     pg_execute(admin, f'CREATE DATABASE "{clean_name}" TEMPLATE "{database}"')
     clean_url = url_with_database(source, clean_name)
     quiet = {"MESSAGES_QUIET_FROM": "0", "MESSAGES_QUIET_TO": "0", "LOG_LEVEL": "INFO"}
