@@ -23,7 +23,13 @@ class Command(BaseCommand):
         metrics_dir = settings.VAR_DIR / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        env = {**os.environ, "WEB_PORT": port, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        bin_dir = os.path.dirname(sys.executable)  # gunicorn and celery of this virtualenv
+        env = {
+            **os.environ,
+            "WEB_PORT": port,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        }
         env.setdefault("WEB_CONCURRENCY", "4")
         self.stdout.write(
             self.style.SUCCESS(f"Serving on http://127.0.0.1:{port}/admin/  (Ctrl-C stops all)")
