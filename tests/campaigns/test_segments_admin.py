@@ -244,12 +244,13 @@ def test_a_backtest_replays_receipts_and_finds_the_budget_day(settings) -> None:
                     ],
                 }
 
+    registered = backtest._source  # pos's, put back after: later tests backtest for real
     backtest.register_receipts_source(receipts)
     try:
         run = Backtest.objects.create(campaign=campaign, days=30)
         backtest.backtest_run(backtest_id=run.pk)
     finally:
-        backtest.register_receipts_source(None)  # type: ignore[arg-type]
+        backtest.register_receipts_source(registered)  # type: ignore[arg-type]
     run.refresh_from_db()
     assert run.state == "done", run.error
     assert run.result["receipts"] == 8
