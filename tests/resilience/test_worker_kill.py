@@ -290,7 +290,7 @@ def _kill_mid_job(stack: Stack, worker: Any, name: str, admin_url: str, database
 
 def _run(stack: Stack, name: str) -> None:
     task_id = stack.send_task(name)
-    state = wait_until(lambda: _state(stack, name, task_id), seconds=180, what=f"{name} rerun")
+    state = wait_until(lambda: _state(stack, name, task_id), seconds=420, what=f"{name} rerun")
     assert state == "succeeded", stack.log("worker")[-3000:]
 
 
