@@ -41,36 +41,18 @@ def test_receipts_of_one_local_day_are_one_occasion_and_weeks_count_from_the_fir
     program, store
 ) -> None:
     member = member_create(program)
-    # 10 January in Moscow: two receipts (one at 23:30 local, 20:30 UTC) are one occasion.
-    purchase_make(
-        program=program,
-        store=store,
-        member=member,
-        at=local(program, "2025-01-10 10:00"),
-        total="100",
-    )
-    purchase_make(
-        program=program,
-        store=store,
-        member=member,
-        at=local(program, "2025-01-10 23:30"),
-        total="50",
-    )
-    # 00:30 on 11 January local is still 10 January in UTC: a new occasion all the same.
-    purchase_make(
-        program=program,
-        store=store,
-        member=member,
-        at=local(program, "2025-01-11 00:30"),
-        total="30",
-    )
-    purchase_make(
-        program=program,
-        store=store,
-        member=member,
-        at=local(program, "2025-01-24 12:00"),
-        total="70",
-    )
+    receipts = [
+        # 10 January in Moscow: two receipts (one at 23:30 local, 20:30 UTC) are one occasion.
+        ("2025-01-10 10:00", "100"),
+        ("2025-01-10 23:30", "50"),
+        # 00:30 on 11 January local is still 10 January in UTC: a new occasion all the same.
+        ("2025-01-11 00:30", "30"),
+        ("2025-01-24 12:00", "70"),
+    ]
+    for at, total in receipts:
+        purchase_make(
+            program=program, store=store, member=member, at=local(program, at), total=total
+        )
 
     data = clv_member_data(program=program, until=dt.date(2025, 2, 7))
 
