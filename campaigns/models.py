@@ -13,7 +13,13 @@ Invariants (named database constraints, so they hold whatever path writes):
 - campaigns_campaignuse_unique_reference: a purchase uses a campaign once;
 - campaigns_promocode_unique_code: a code is unique within a program;
 - campaigns_promocode_uses_within_max: a code is never used more than allowed;
+- campaigns_promocode_one_per_member_in_batch: a batch of personal codes gives a
+  member at most one code (issuing again for the same batch adds nothing);
 - campaigns_codeuse_unique_reference: a purchase reserves a code once.
+A promo code with a `member` is that member's personal code: only they may use
+it (services and the till's lookup check it; another member's attempt is refused
+as not applicable). Its member belongs to the code's program (the issuing
+service selects members of the campaign's program only).
 The budget is split into slots so that concurrent purchases of one campaign do
 not all wait for the same row (ARCHITECTURE.md: no hot rows).
 """
@@ -577,6 +583,21 @@ class PromoCodeBatch(models.Model):
     )
     prefix = models.CharField(_("prefix"), max_length=20, blank=True)
     count = models.PositiveIntegerField(_("codes"))
+    personal = models.BooleanField(
+        _("personal codes"),
+        default=False,
+        editable=False,
+        help_text=_("One code for each member, usable by that member only."),
+    )
+    segment = models.ForeignKey(
+        Segment,
+        verbose_name=_("segment"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -604,6 +625,17 @@ class PromoCode(models.Model):
         null=True,
         blank=True,
         related_name="codes",
+    )
+    member = models.ForeignKey(
+        Member,
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        # Indexed by campaigns_promocode_member below: partial, shared codes have no member.
+        db_index=False,
+        help_text=_("A personal code: only this member may use it. Empty: anyone."),
     )
     code = models.CharField(_("code"), max_length=40)
     max_uses = models.PositiveIntegerField(
@@ -633,6 +665,19 @@ class PromoCode(models.Model):
                 condition=Q(max_uses__isnull=True) | Q(uses__lte=F("max_uses")),
                 name="campaigns_promocode_uses_within_max",
             ),
+            models.UniqueConstraint(
+                fields=["batch", "member"],
+                condition=Q(member__isnull=False),
+                name="campaigns_promocode_one_per_member_in_batch",
+            ),
+        ]
+        indexes = [
+            # A member's codes (the member pages) and "has a code of this campaign" (issuing).
+            models.Index(
+                fields=["member", "campaign"],
+                condition=Q(member__isnull=False),
+                name="campaigns_promocode_member",
+            )
         ]
 
     def __str__(self) -> str:
