@@ -7,7 +7,12 @@ set-based SQL (generate_series; the bulk path), then measures:
 - the dashboard's server time for a 12-month period (the whole view, rendered);
 - the CLV fit (BG/NBD + Gamma-Gamma) and storing every member's prediction.
 The default is small enough for a laptop; --full is 1,000,000 members and
-10,000,000 purchases. A program already built with the same size is reused.
+10,000,000 purchases. Everything happens in a scratch database, bench_analytics,
+on the configured server (never the development database): created and
+migrated first, dropped at the end. With --keep it stays, and the next --keep
+run reuses it and a program already built there with the same size (the 10M
+purchases take about an hour to build and several GB of disk: drop it with
+`DROP DATABASE bench_analytics` when done).
 """
 
 from __future__ import annotations
@@ -17,14 +22,72 @@ import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+SCRATCH = "bench_analytics"
 
-def _setup() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loyalty_site.settings")
-    import django
 
-    django.setup()
+@contextmanager
+def _scratch(keep: bool) -> Iterator[str]:
+    """The scratch database: created (or, with keep, reused) and migrated; dropped unless keep."""
+    from django.db import connection, connections
+
+    old_name = connection.settings_dict["NAME"]
+    name = connection.creation.create_test_db(
+        verbosity=0, autoclobber=True, serialize=False, keepdb=keep
+    )
+    try:
+        yield name
+    finally:
+        connections.close_all()
+        connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=keep)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class _PhaseClock:
+    """Seconds spent in the nightly job's steps, by wrapping analytics.services' functions."""
+
+    STEPS = (
+        "_touched_days",
+        "_rebuild_days",
+        "_rebuild_months",
+        "_rebuild_member_periods",
+        "snapshots_take",
+        "campaign_stats_refresh",
+    )
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        from analytics import services
+
+        originals = {name: getattr(services, name) for name in self.STEPS}
+
+        def timed(name: str, fn: Any) -> Any:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    spent = time.perf_counter() - began
+                    self.seconds[name] = self.seconds.get(name, 0.0) + spent
+
+            return wrapper
+
+        for name, fn in originals.items():
+            setattr(services, name, timed(name, fn))
+        try:
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(services, name, fn)
 
 
 def _defaults(
@@ -231,10 +294,23 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="1,000,000 members, 10,000,000 purchases"
     )
     parser.add_argument("--days", type=int, default=730, help="history length")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help=f"keep the scratch database {SCRATCH} afterwards, and reuse one kept before",
+    )
     args = parser.parse_args(argv)
     if args.full:
         args.members, args.purchases = 1_000_000, 10_000_000
-    _setup()
+    from bench.common import django_setup
+
+    django_setup(scratch=SCRATCH)
+    with _scratch(args.keep) as name:
+        print(f"scratch database {name}" + (" (kept)" if args.keep else " (dropped at the end)"))
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
 
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -257,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     first_day = today - dt.timedelta(days=args.days)
     results: dict[str, float] = {}
     print(f"Analytics benchmark: {args.members:,} members, {args.purchases:,} purchases ({code})")
+    print(f"  load average (1, 5, 15 min) at the start: {_load()}")
     if created or not Purchase.objects.filter(program=program).exists():
         _timed(
             "generate data (SQL bulk insert)",
@@ -300,12 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     stores = list(Store.objects.filter(program=program).values_list("pk", flat=True))
     start = dt.datetime.combine(today, dt.time(6), tzinfo=dt.UTC)
     _purchases(program, per_day, args.members, start, 0.5, stores)
-    _timed(
-        f"nightly job, one day ({per_day:,} purchases)",
-        results,
-        aggregates_refresh,
-        program=program,
-    )
+    clock = _PhaseClock()
+    with clock.watching():
+        _timed(
+            f"nightly job, one day ({per_day:,} purchases)",
+            results,
+            aggregates_refresh,
+            program=program,
+        )
+    for step, seconds in clock.seconds.items():
+        results[f"nightly: {step}"] = round(seconds, 3)
+        print(f"    {step:<38} {seconds:>9.3f} s")
 
     user, _ = get_user_model().objects.get_or_create(
         username="bench-analytics", defaults={"is_staff": True, "is_superuser": True}
@@ -329,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  CLV: {model.members:,} members, r={model.r:.3f} alpha={model.alpha:.2f} "
         f"a={model.a:.3f} b={model.b:.3f}; p={model.p:.2f} q={model.q:.2f} gamma={model.gamma:.1f}"
     )
+    print(f"  load average (1, 5, 15 min) at the end: {_load()}")
     print(json.dumps({"members": args.members, "purchases": args.purchases, **results}))
     return 0
 
