@@ -100,6 +100,8 @@ class Member(models.Model):
         indexes = [
             models.Index(fields=["program", "registered_at"], name="accounts_member_registered"),
             models.Index(fields=["program", "last_purchase_at"], name="accounts_member_last_buy"),
+            # Analytics' nightly job finds changed members (enrolments) by time.
+            models.Index(fields=["updated_at"], name="analytics_member_updated"),
         ]
 
     def __str__(self) -> str:

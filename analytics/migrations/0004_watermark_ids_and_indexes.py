@@ -3,16 +3,13 @@
 from django.db import migrations, models
 
 # The nightly job finds the rows that changed since its watermark. Purchases,
-# refunds and members have UUID keys, so it follows them by time; these
-# indexes make that an index range scan over the new rows instead of a full
-# scan. Named analytics_* because analytics is their only reader; the owning
-# apps may take them over (IF NOT EXISTS keeps this migration harmless then).
-INDEXES = {
-    "analytics_pos_purchase_created": "pos_purchase (created_at)",
-    "analytics_pos_purchase_completed": "pos_purchase (completed_at)",
-    "analytics_pos_refund_created": "pos_refund (created_at)",
-    "analytics_member_updated": "accounts_member (updated_at)",
-}
+# refunds and members have UUID keys, so it follows them by time, through
+# indexes on created_at / completed_at / updated_at. This migration first
+# created them here (RunSQL, recorded in no app's state); they now belong to
+# the apps that own the tables (pos 0003, accounts 0007, declared in their
+# models' Meta), which create them where missing. Analytics never writes other
+# apps' tables, so this no longer touches them in either direction: a database
+# that ran the old version keeps its indexes, which pos and accounts adopt.
 
 
 class Migration(migrations.Migration):
@@ -23,10 +20,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(
-            [f"CREATE INDEX IF NOT EXISTS {name} ON {target}" for name, target in INDEXES.items()],
-            [f"DROP INDEX IF EXISTS {name}" for name in INDEXES],
-        ),
         migrations.AddField(
             model_name='watermark',
             name='seen_ids',
