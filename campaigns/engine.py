@@ -94,6 +94,9 @@ class Coupon:
     code: str
     campaign_id: int | None  # None when unknown
     problem: str = ""  # "", UNKNOWN, EXPIRED, USED_UP (known before evaluation)
+    # The problem in words when its reason alone does not say it (e.g. another
+    # member's personal code: reason NOT_APPLICABLE, API.md's fixed vocabulary).
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

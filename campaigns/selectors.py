@@ -14,22 +14,26 @@ import time
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as day_time
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.utils.translation import gettext as _
 
 from accounts.models import Member
 from campaigns import engine
 from campaigns.models import (
+    Audience,
     BudgetSlot,
     Campaign,
     CodeUse,
     MemberUsage,
     PromoCode,
     RulesState,
+    Segment,
     SegmentMember,
     Status,
 )
@@ -334,7 +338,9 @@ def coupons_lookup(
 
     Problems found here: unknown, expired (the code's or its campaign's period is
     over, or the campaign was stopped), used_up (the code's total, or this
-    member's share). `not_applicable` is decided by the engine.
+    member's share), not_applicable for another member's personal code (with
+    the `detail` saying so; checked first, so nothing else about someone
+    else's code is told). Otherwise `not_applicable` is decided by the engine.
     """
     wanted = [code_normalize(c) for c in codes if c and c.strip()]
     if not wanted:
@@ -362,6 +368,21 @@ def coupons_lookup(
         if pc is None or not pc.is_active:
             result.append(engine.Coupon(code=code, campaign_id=None, problem=engine.UNKNOWN))
             continue
+        if pc.member_id is not None and (member is None or str(pc.member_id) != str(member.pk)):
+            detail = (
+                _("it is another member's personal code")
+                if member is not None
+                else _("it is a personal code: identify its member first")
+            )
+            result.append(
+                engine.Coupon(
+                    code=code,
+                    campaign_id=pc.campaign_id,
+                    problem=engine.NOT_APPLICABLE,
+                    detail=detail,
+                )
+            )
+            continue
         campaign = pc.campaign
         problem = ""
         if (pc.valid_until and at >= pc.valid_until) or (
@@ -378,6 +399,69 @@ def coupons_lookup(
             problem = engine.USED_UP
         result.append(engine.Coupon(code=code, campaign_id=campaign.pk, problem=problem))
     return tuple(result)
+
+
+def personal_code_candidates(
+    *, campaign: Campaign, segment: Segment | None = None, at: datetime
+) -> QuerySet[Member]:
+    """Active members of the campaign's audience (and of `segment`, if given) who hold
+    no active personal code of the campaign yet: whom promo_codes_issue gives one.
+
+    The audience reads as the engine's (`_audience_holds`): tiers, segments, or
+    new members enrolled fewer than N days ago (program dates). Stores, periods
+    and conditions are the till's business: a code is issued regardless.
+    """
+    members = Member.objects.filter(program_id=campaign.program_id, status=Member.Status.ACTIVE)
+    if campaign.audience == Audience.TIERS:
+        members = members.filter(tier_id__in=campaign.tiers.values("id"))
+    elif campaign.audience == Audience.SEGMENTS:
+        members = members.filter(
+            Exists(
+                SegmentMember.objects.filter(
+                    member=OuterRef("pk"), segment_id__in=campaign.segments.values("id")
+                )
+            )
+        )
+    elif campaign.audience == Audience.NEW:
+        if not campaign.new_member_days:
+            return members.none()
+        zone = program_zone(campaign.program)
+        first_day = at.astimezone(zone).date() - timedelta(days=campaign.new_member_days - 1)
+        members = members.filter(registered_at__gte=datetime.combine(first_day, day_time(), zone))
+    if segment is not None:
+        members = members.filter(
+            Exists(SegmentMember.objects.filter(member=OuterRef("pk"), segment=segment))
+        )
+    return members.filter(
+        ~Exists(PromoCode.objects.filter(campaign=campaign, member=OuterRef("pk"), is_active=True))
+    )
+
+
+def member_promo_codes(member: Member, *, at: datetime) -> list[PromoCode]:
+    """The member's own personal codes they can use now: active, of a campaign that
+    is running, within the code's validity, and not used up (in total or by them).
+
+    Strictly the member's: filtered by the member passed in, never by an id from
+    outside. Soonest to end first. One query.
+    """
+    mine = Q(code_uses__member=member) & ~Q(code_uses__state=CodeUse.State.RELEASED)
+    taken = Count("code_uses", filter=mine)
+    return list(
+        PromoCode.objects.filter(
+            member=member,
+            is_active=True,
+            campaign__status=Status.ACTIVE,
+            campaign__starts_at__lte=at,
+        )
+        .filter(Q(campaign__ends_at__isnull=True) | Q(campaign__ends_at__gt=at))
+        .filter(Q(valid_from__isnull=True) | Q(valid_from__lte=at))
+        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=at))
+        .filter(Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
+        .annotate(taken=taken)
+        .filter(Q(per_member_limit__isnull=True) | Q(taken__lt=F("per_member_limit")))
+        .select_related("campaign")
+        .order_by(F("valid_until").asc(nulls_last=True), "code")
+    )
 
 
 def campaign_overlaps(campaign: Campaign) -> list[Campaign]:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -41,6 +41,7 @@ from campaigns.models import (
     MemberUsage,
     PromoCode,
     PromoCodeBatch,
+    Segment,
     Status,
     StatusChange,
 )
@@ -455,6 +456,8 @@ def _usage_give_back(use: CampaignUse, points: int, times: int) -> None:
 
 def _code_take(code: PromoCode, member: Member, reference: str, state: str) -> str:
     """Reserve a code for a purchase; "" or the reason it cannot be used."""
+    if code.member_id is not None and str(code.member_id) != str(member.pk):
+        return engine.NOT_APPLICABLE  # another member's personal code (the lookup says so too)
     if CodeUse.objects.filter(code=code, reference=reference).exists():
         return ""  # a retry of the same purchase
     with connection.cursor() as cursor:
@@ -707,24 +710,31 @@ def code_create(
     per_member_limit: int | None = 1,
     valid_from: datetime | None = None,
     valid_until: datetime | None = None,
+    member: Member | None = None,
     by: Any = None,
 ) -> PromoCode:
-    """A shared code (e.g. SPRING25) for a campaign; audited."""
+    """A shared code (e.g. SPRING25) for a campaign, or one member's personal code; audited."""
+    if member is not None and member.program_id != campaign.program_id:
+        raise CampaignRefused({"member": [_("The member is not in the campaign's program.")]})
     with transaction.atomic():
         promo = PromoCode.objects.create(
             program_id=campaign.program_id,
             campaign=campaign,
+            member=member,
             code=selectors.code_normalize(code),
             max_uses=max_uses,
             per_member_limit=per_member_limit,
             valid_from=valid_from,
             valid_until=valid_until,
         )
+        changes: dict[str, Any] = {"code": [None, promo.code], "campaign": [None, campaign.pk]}
+        if member is not None:
+            changes["member"] = [None, str(member.pk)]
         audit_record(
             user=by,
             action="create",
             obj=promo,
-            changes={"code": [None, promo.code], "campaign": [None, campaign.pk]},
+            changes=changes,
             program=campaign.program,
             source="campaigns",
         )
@@ -795,15 +805,202 @@ def code_batch_generate(
     return batch
 
 
+# One INSERT ... SELECT draws a code for every member still without one. The random
+# part comes from PostgreSQL's strong random source (gen_random_uuid: its last 7
+# bytes are random, 56 bits), written in CODE_ALPHABET digits; 2**56 / 31**8 ≈ 85,000,
+# so the skew of the modulo is negligible. Codes that clash with an existing one
+# (ON CONFLICT DO NOTHING) leave their member without a code for this round only.
+_BASE = len(CODE_ALPHABET)
+_RANDOM_CODE = " || ".join(
+    # %% is the modulo operator once the driver has put the parameters in.
+    f"substr('{CODE_ALPHABET}', ((c.n / {_BASE**k}) %% {_BASE})::int + 1, 1)"
+    for k in range(CODE_LENGTH)
+)
+_ISSUE_SQL = f"""
+INSERT INTO campaigns_promocode
+       (program_id, campaign_id, batch_id, member_id, code, max_uses, uses,
+        per_member_limit, valid_from, valid_until, is_active, created_at)
+SELECT %s, %s, %s, c.id, %s || {_RANDOM_CODE}, %s, 0, %s, %s, %s, true, %s
+  FROM (SELECT m.id,
+               ('x' || encode(substr(uuid_send(gen_random_uuid()), 10, 7), 'hex'))::bit(56)::bigint
+               AS n
+          FROM ({{members}}) AS m(id)
+         WHERE NOT (m.id = ANY(%s::uuid[]))) AS c
+ON CONFLICT DO NOTHING
+"""
+_ISSUE_ROUNDS = 8
+
+
+def promo_codes_issue(
+    *,
+    campaign: Campaign,
+    segment: Segment | None = None,
+    prefix: str = "",
+    by: Any = None,
+    max_uses: int | None = 1,
+    per_member_limit: int | None = 1,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    at: datetime | None = None,
+) -> PromoCodeBatch:
+    """Give each member of the campaign's audience (within `segment`, if given) one
+    personal code, in a new batch; audited.
+
+    Set-based: one INSERT ... SELECT per round, random codes drawn by the database;
+    a round that clashed with existing codes is followed by another for the members
+    it missed. Members who already hold an active personal code of the campaign
+    (from any batch) are skipped, and issuing is serialised per campaign (its row
+    is locked), so running it twice, even at once, never gives anyone a second
+    code: the second run issues only to newcomers, or is refused when there are
+    none. Members in the campaign's holdout get no code. Raises CampaignRefused.
+    """
+    at = at or timezone.now()
+    prefix = selectors.code_normalize(prefix)
+    errors: dict[str, list[str]] = {}
+    if segment is not None and segment.program_id != campaign.program_id:
+        errors["segment"] = [_("The segment is of another program.")]
+    if valid_from and valid_until and valid_until <= valid_from:
+        errors["valid_until"] = [_("A code must end after it starts.")]
+    if errors:
+        raise CampaignRefused(errors)
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status == Status.FINISHED:
+            raise CampaignRefused({"campaign": [_("The campaign is finished.")]})
+        members = selectors.personal_code_candidates(campaign=campaign, segment=segment, at=at)
+        held_out: list[str] = []
+        if campaign.holdout_percent:
+            # The control group is not told about the offer: no code (the hash is Python's).
+            held_out = [
+                str(pk)
+                for pk in members.values_list("pk", flat=True).iterator(chunk_size=10_000)
+                if engine.in_holdout(campaign.pk, str(pk), campaign.holdout_percent)
+            ]
+        members_sql, members_params = members.order_by().values_list("pk").query.sql_with_params()
+
+        def left() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM ({members_sql}) AS m(id) "
+                    "WHERE NOT (m.id = ANY(%s::uuid[])))",
+                    [*members_params, held_out],
+                )
+                return bool(cursor.fetchone()[0])
+
+        if not left():
+            raise CampaignRefused(
+                {"__all__": [_("Every member of this audience already has a personal code.")]}
+            )
+        batch = PromoCodeBatch.objects.create(
+            campaign=campaign,
+            prefix=prefix,
+            count=0,
+            personal=True,
+            segment=segment,
+            created_at=at,
+            created_by=by if getattr(by, "is_authenticated", False) else None,
+        )
+        issued = 0
+        for _round in range(_ISSUE_ROUNDS):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _ISSUE_SQL.format(members=members_sql),
+                    [
+                        campaign.program_id,
+                        campaign.pk,
+                        batch.pk,
+                        prefix,
+                        max_uses,
+                        per_member_limit,
+                        valid_from,
+                        valid_until,
+                        at,
+                        *members_params,
+                        held_out,
+                    ],
+                )
+                issued += cursor.rowcount
+            if not left():
+                break
+        else:
+            raise RuntimeError("could not draw free promo codes; try a longer prefix")
+        batch.count = issued
+        batch.save(update_fields=["count"])
+        audit_record(
+            user=by,
+            action="create",
+            obj=batch,
+            changes={
+                "count": [None, issued],
+                "prefix": [None, prefix],
+                "personal": [None, True],
+                "segment": [None, segment.pk if segment else None],
+            },
+            program=campaign.program,
+            source="campaigns",
+        )
+    return batch
+
+
+def promo_codes_notify(*, batch: PromoCodeBatch, kind: str) -> int:
+    """Send each member of a personal batch their code with the message template `kind`.
+
+    The template's `{code}` is the member's code, `{campaign}` the campaign's
+    name, `{valid_until}` the code's last day (or the campaign's). Once per code
+    and channel (the outbox reference), so running it again sends nothing new.
+    Consent, the frequency cap and quiet hours apply as to every message.
+    Returns how many messages were queued now.
+    """
+    from campaigns import messaging
+    from campaigns.models import Channel, MessageTemplate, OutboxMessage
+
+    campaign = batch.campaign
+    if not MessageTemplate.objects.filter(program_id=campaign.program_id, kind=kind).exists():
+        raise CampaignRefused({"kind": [_("There is no message template of this kind.")]})
+    zone = selectors.program_zone(campaign.program)
+    queued = 0
+    codes = batch.codes.filter(member__isnull=False, is_active=True).select_related("member")
+    for code in codes.order_by("pk").iterator(chunk_size=1000):
+        until = min((d for d in (code.valid_until, campaign.ends_at) if d), default=None)
+        variables = {
+            "code": code.code,
+            "campaign": campaign.name,
+            "valid_until": until.astimezone(zone).strftime("%d.%m.%Y") if until else "",
+        }
+        for channel in (Channel.SMS, Channel.EMAIL):
+            reference = f"promo:{code.pk}:{channel}"
+            if OutboxMessage.objects.filter(reference=reference).exists():
+                continue
+            message = messaging.message_enqueue(
+                member=code.member,
+                kind=kind,
+                channel=channel,
+                reference=reference,
+                variables=variables,
+            )
+            if message is not None and message.state == OutboxMessage.State.QUEUED:
+                queued += 1
+    return queued
+
+
 def csv_safe(value: str) -> str:
     """A cell a spreadsheet will not run as a formula."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def codes_csv_rows(codes: Any) -> list[list[str]]:
-    """Rows (with a header) of promo codes for export."""
-    rows = [["code", "campaign", "max_uses", "used", "valid_from", "valid_until"]]
-    for pc in codes.select_related("campaign").order_by("code").iterator(chunk_size=5000):
+    """Rows (with a header) of promo codes for export; a personal code with its
+    member's phone and active card (empty for shared codes). One query."""
+    from accounts.models import Card
+
+    card = Card.objects.filter(member=OuterRef("member_id"), status=Card.Status.ACTIVE)
+    rows = [["code", "campaign", "max_uses", "used", "valid_from", "valid_until", "phone", "card"]]
+    codes = (
+        codes.select_related("campaign", "member")
+        .annotate(card_number=Subquery(card.values("number")[:1]))
+        .order_by("code")
+    )
+    for pc in codes.iterator(chunk_size=5000):
         rows.append(
             [
                 csv_safe(pc.code),
@@ -812,6 +1009,8 @@ def codes_csv_rows(codes: Any) -> list[list[str]]:
                 str(pc.uses),
                 pc.valid_from.isoformat() if pc.valid_from else "",
                 pc.valid_until.isoformat() if pc.valid_until else "",
+                csv_safe(pc.member.phone or "") if pc.member else "",
+                csv_safe(pc.card_number or ""),
             ]
         )
     return rows

@@ -9,6 +9,7 @@ without the member model), so this takes ids and values, not models:
         quantities=[...], coupons=data.coupons, next_expiry=(points, date) or None)
     receipt = programs.earning.receipt_compute(..., campaigns=step)
     result.evaluation.coupon_problems  -> 422 coupon_invalid
+    result.coupon_messages             -> the reason in words, where it says more
     result.rules                       -> pass to campaigns_reserve / payments_plan
 
 Cost: with no running campaign and no coupon, no query at all; otherwise one
@@ -34,11 +35,22 @@ class TillResult:
     rules: list[engine.Rule] = field(default_factory=list)
     evaluation: engine.Evaluation | None = None
     step_result: engine.StepResult = field(default_factory=engine.StepResult)
+    coupons: tuple[engine.Coupon, ...] = ()
 
     @property
     def coupon_problems(self) -> dict[str, str]:
         ev = self.step_result.evaluation or self.evaluation
         return dict(ev.coupon_problems) if ev else {}
+
+    @property
+    def coupon_messages(self) -> dict[str, str]:
+        """{code: the problem in words} where the reason alone does not say it.
+
+        E.g. another member's personal code: the reason is `not_applicable` (the
+        API's fixed vocabulary), the message "it is another member's personal code".
+        """
+        problems = self.coupon_problems
+        return {c.code: c.detail for c in self.coupons if c.detail and c.code in problems}
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ def campaign_step(
         if coupons
         else ()
     )
+    result.coupons = tuple(found)
     context = engine.Context(
         rules=rules,
         store_id=store_id,
