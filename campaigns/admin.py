@@ -421,6 +421,12 @@ def _csv_response(rows: list[list[str]], filename: str) -> HttpResponse:
     return response
 
 
+def _may_export_members(request: HttpRequest) -> bool:
+    """Personal codes' phones and cards are member data: marketers export codes without
+    them; whoever may export the member list gets them (to send the codes out)."""
+    return request.user.has_perm("accounts.export_members")
+
+
 class PromoCodeBatchForm(forms.ModelForm):
     max_uses = forms.IntegerField(
         label=gettext_lazy("uses of each code"), initial=1, min_value=1, required=False
@@ -436,15 +442,122 @@ class PromoCodeBatchForm(forms.ModelForm):
         fields = ("campaign", "prefix", "count")
 
 
+class PersonalCodesForm(forms.Form):
+    """Issue personal codes: one for each member of a campaign's audience."""
+
+    campaign = forms.ModelChoiceField(
+        label=gettext_lazy("campaign"),
+        queryset=Campaign.objects.exclude(status=Status.FINISHED).select_related("program"),
+    )
+    segment = forms.ModelChoiceField(
+        label=gettext_lazy("segment"),
+        queryset=Segment.objects.select_related("program"),
+        required=False,
+        help_text=gettext_lazy("Only the members of this segment. Empty: the whole audience."),
+    )
+    prefix = forms.CharField(label=gettext_lazy("prefix"), max_length=20, required=False)
+    max_uses = forms.IntegerField(
+        label=gettext_lazy("uses of each code"), initial=1, min_value=1, required=False
+    )
+    valid_from = forms.DateTimeField(label=gettext_lazy("valid from"), required=False)
+    valid_until = forms.DateTimeField(label=gettext_lazy("valid until"), required=False)
+    message_kind = forms.CharField(
+        label=gettext_lazy("send with the message template"),
+        max_length=20,
+        required=False,
+        help_text=gettext_lazy(
+            "A message template kind; {code} in it becomes the member's code. Empty: no message."
+        ),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        campaign, segment = data.get("campaign"), data.get("segment")
+        if campaign and segment and segment.program_id != campaign.program_id:
+            self.add_error("segment", _("The segment is of another program."))
+        kind = data.get("message_kind")
+        if campaign and kind:
+            templates = MessageTemplate.objects.filter(program_id=campaign.program_id, kind=kind)
+            if not templates.exists():
+                self.add_error("message_kind", _("There is no message template of this kind."))
+        return data
+
+
 @admin.register(PromoCodeBatch)
 class PromoCodeBatchAdmin(admin.ModelAdmin):
     form = PromoCodeBatchForm
-    list_display = ("__str__", "campaign", "count", "created_at", "created_by", "export_link")
-    list_select_related = ("campaign", "created_by")
+    change_list_template = "campaigns/admin/promocodebatch_change_list.html"
+    list_display = (
+        "__str__",
+        "campaign",
+        "count",
+        "personal",
+        "segment",
+        "created_at",
+        "created_by",
+        "export_link",
+    )
+    list_filter = ("personal",)
+    list_select_related = ("campaign", "segment", "created_by")
     actions = ("export_csv",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return ("campaign", "prefix", "count") if obj else ()
+        return ("campaign", "prefix", "count", "personal", "segment") if obj else ()
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {**(extra_context or {}), "can_issue_personal": self.has_add_permission(request)}
+        return super().changelist_view(request, extra_context=extra)
+
+    def issue_view(self, request: HttpRequest) -> HttpResponse:
+        """Issue personal codes: checked like generating a batch (may add batches)."""
+        from django.core.exceptions import PermissionDenied
+
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PersonalCodesForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                batch = services.promo_codes_issue(
+                    campaign=data["campaign"],
+                    segment=data.get("segment"),
+                    prefix=data.get("prefix") or "",
+                    max_uses=data.get("max_uses"),
+                    valid_from=data.get("valid_from"),
+                    valid_until=data.get("valid_until"),
+                    by=request.user,
+                )
+            except services.CampaignRefused as exc:
+                for field, errors in exc.errors.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            else:
+                self.message_user(
+                    request,
+                    _("%(count)d personal codes issued for %(campaign)s.")
+                    % {"count": batch.count, "campaign": batch.campaign},
+                )
+                kind = data.get("message_kind")
+                if kind:
+                    from django.db import transaction
+
+                    from campaigns.tasks import promo_codes_notify_task
+
+                    transaction.on_commit(lambda: promo_codes_notify_task.delay(batch.pk, kind))
+                    self.message_user(request, _("Each member's message is being queued."))
+                return HttpResponseRedirect(reverse("admin:campaigns_promocodebatch_changelist"))
+        return TemplateResponse(
+            request,
+            "campaigns/admin/personal_codes_issue.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Issue personal codes"),
+                "form": form,
+                "opts": self.model._meta,
+            },
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
@@ -473,6 +586,11 @@ class PromoCodeBatchAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.export_view),
                 name="campaigns_promocodebatch_export",
             ),
+            path(
+                "issue/",
+                self.admin_site.admin_view(self.issue_view),
+                name="campaigns_promocodebatch_issue",
+            ),
             *super().get_urls(),
         ]
 
@@ -488,12 +606,16 @@ class PromoCodeBatchAdmin(admin.ModelAdmin):
         if not request.user.has_perm("campaigns.export_promocodebatch"):
             return HttpResponseRedirect(reverse("admin:index"))
         batch = get_object_or_404(PromoCodeBatch, pk=pk)
-        rows = services.codes_csv_rows(PromoCode.objects.filter(batch=batch))
+        rows = services.codes_csv_rows(
+            PromoCode.objects.filter(batch=batch), with_members=_may_export_members(request)
+        )
         return _csv_response(rows, f"codes-{batch.pk}.csv")
 
     @admin.action(description=gettext_lazy("Export codes as CSV"), permissions=["export"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[PromoCodeBatch]) -> HttpResponse:
-        rows = services.codes_csv_rows(PromoCode.objects.filter(batch__in=queryset))
+        rows = services.codes_csv_rows(
+            PromoCode.objects.filter(batch__in=queryset), with_members=_may_export_members(request)
+        )
         return _csv_response(rows, "codes.csv")
 
     def has_export_permission(self, request: HttpRequest) -> bool:
@@ -506,6 +628,7 @@ class PromoCodeForm(forms.ModelForm):
         fields = (
             "campaign",
             "code",
+            "member",
             "max_uses",
             "per_member_limit",
             "valid_from",
@@ -513,18 +636,35 @@ class PromoCodeForm(forms.ModelForm):
             "is_active",
         )
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        campaign, member = data.get("campaign"), data.get("member")
+        if campaign and member and member.program_id != campaign.program_id:
+            self.add_error("member", _("The member is not in the campaign's program."))
+        return data
+
 
 @admin.register(PromoCode)
 class PromoCodeAdmin(admin.ModelAdmin):
     form = PromoCodeForm
-    list_display = ("code", "campaign", "batch", "max_uses", "uses", "valid_until", "is_active")
+    list_display = (
+        "code",
+        "campaign",
+        "batch",
+        "member",
+        "max_uses",
+        "uses",
+        "valid_until",
+        "is_active",
+    )
     list_filter = ("is_active", "campaign")
-    list_select_related = ("campaign", "batch")
-    search_fields = ("code",)
+    list_select_related = ("campaign", "batch", "member")
+    search_fields = ("code", "member__phone")
+    raw_id_fields = ("member",)
     actions = ("export_csv",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return ("campaign", "code", "uses", "batch") if obj else ()
+        return ("campaign", "code", "member", "uses", "batch") if obj else ()
 
     def save_model(self, request: HttpRequest, obj: PromoCode, form: Any, change: bool) -> None:
         if change:
@@ -538,13 +678,31 @@ class PromoCodeAdmin(admin.ModelAdmin):
             per_member_limit=data.get("per_member_limit"),
             valid_from=data.get("valid_from"),
             valid_until=data.get("valid_until"),
+            member=data.get("member"),
             by=request.user,
         )
         obj.pk = created.pk
 
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        # Who holds a personal code is member data: shown to those who may see members.
+        shown = tuple(self.list_display)
+        if request.user.has_perm("accounts.view_member"):
+            return shown
+        return tuple("is_personal" if f == "member" else f for f in shown)
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        if request.user.has_perm("accounts.view_member"):
+            return tuple(self.search_fields)
+        return ("code",)
+
+    @admin.display(description=gettext_lazy("personal"), boolean=True)
+    def is_personal(self, obj: PromoCode) -> bool:
+        return obj.member_id is not None
+
     @admin.action(description=gettext_lazy("Export codes as CSV"))
     def export_csv(self, request: HttpRequest, queryset: QuerySet[PromoCode]) -> HttpResponse:
-        return _csv_response(services.codes_csv_rows(queryset), "codes.csv")
+        rows = services.codes_csv_rows(queryset, with_members=_may_export_members(request))
+        return _csv_response(rows, "codes.csv")
 
 
 class SegmentSizeInline(admin.TabularInline):

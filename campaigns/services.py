@@ -988,31 +988,37 @@ def csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def codes_csv_rows(codes: Any) -> list[list[str]]:
-    """Rows (with a header) of promo codes for export; a personal code with its
-    member's phone and active card (empty for shared codes). One query."""
+def codes_csv_rows(codes: Any, *, with_members: bool = True) -> list[list[str]]:
+    """Rows (with a header) of promo codes for export. One query.
+
+    `with_members`: a personal code with its member's phone and active card
+    (empty for shared codes), for sending the codes out; leave them out for
+    someone who may not export member data.
+    """
     from accounts.models import Card
 
-    card = Card.objects.filter(member=OuterRef("member_id"), status=Card.Status.ACTIVE)
-    rows = [["code", "campaign", "max_uses", "used", "valid_from", "valid_until", "phone", "card"]]
-    codes = (
-        codes.select_related("campaign", "member")
-        .annotate(card_number=Subquery(card.values("number")[:1]))
-        .order_by("code")
-    )
-    for pc in codes.iterator(chunk_size=5000):
-        rows.append(
-            [
-                csv_safe(pc.code),
-                csv_safe(pc.campaign.name),
-                "" if pc.max_uses is None else str(pc.max_uses),
-                str(pc.uses),
-                pc.valid_from.isoformat() if pc.valid_from else "",
-                pc.valid_until.isoformat() if pc.valid_until else "",
-                csv_safe(pc.member.phone or "") if pc.member else "",
-                csv_safe(pc.card_number or ""),
-            ]
+    header = ["code", "campaign", "max_uses", "used", "valid_from", "valid_until"]
+    codes = codes.select_related("campaign").order_by("code")
+    if with_members:
+        header += ["phone", "card"]
+        card = Card.objects.filter(member=OuterRef("member_id"), status=Card.Status.ACTIVE)
+        codes = codes.select_related("member").annotate(
+            card_number=Subquery(card.values("number")[:1])
         )
+    rows = [header]
+    for pc in codes.iterator(chunk_size=5000):
+        row = [
+            csv_safe(pc.code),
+            csv_safe(pc.campaign.name),
+            "" if pc.max_uses is None else str(pc.max_uses),
+            str(pc.uses),
+            pc.valid_from.isoformat() if pc.valid_from else "",
+            pc.valid_until.isoformat() if pc.valid_until else "",
+        ]
+        if with_members:
+            row.append(csv_safe(pc.member.phone or "") if pc.member else "")
+            row.append(csv_safe(pc.card_number or ""))
+        rows.append(row)
     return rows
 
 

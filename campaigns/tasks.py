@@ -32,3 +32,11 @@ def backtest_run_task(backtest_id: int) -> None:
     from campaigns import backtest
 
     backtest.backtest_run(backtest_id=backtest_id)
+
+
+@shared_task(name="campaigns.promo_codes_notify_task")
+def promo_codes_notify_task(batch_id: int, kind: str) -> int:
+    from campaigns.models import PromoCodeBatch
+
+    batch = PromoCodeBatch.objects.select_related("campaign__program").get(pk=batch_id)
+    return services.promo_codes_notify(batch=batch, kind=kind)
