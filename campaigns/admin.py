@@ -12,8 +12,10 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -98,9 +100,21 @@ class PromoCodeInline(admin.TabularInline):
         return super().get_queryset(request).filter(batch__isnull=True)
 
 
+class BacktestStartForm(forms.Form):
+    days = forms.IntegerField(
+        label=gettext_lazy("Backtest over the last"),
+        min_value=1,
+        max_value=backtests.DAYS_MAX,
+        initial=backtests.DAYS_DEFAULT,
+        help_text=gettext_lazy("days of recorded purchases"),
+        widget=forms.NumberInput(attrs={"style": "width: 5em"}),
+    )
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
     form = CampaignForm
+    change_form_template = "campaigns/admin/campaign_change_form.html"
     list_display = (
         "name",
         "program",
@@ -300,6 +314,47 @@ class CampaignAdmin(admin.ModelAdmin):
     def has_backtest_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("campaigns.backtest_campaign")
 
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:pk>/backtest/",
+                self.admin_site.admin_view(self.backtest_start_view),
+                name="campaigns_campaign_backtest",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = dict(extra_context or {})
+        if self.has_backtest_permission(request) and str(object_id).isdigit():
+            extra["backtest_form"] = BacktestStartForm(prefix="backtest")
+            extra["backtests"] = Backtest.objects.filter(campaign_id=int(object_id))[:5]
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def backtest_start_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The Backtest button of the campaign's page: start the job, show its page."""
+        if not self.has_backtest_permission(request):
+            raise PermissionDenied  # a 403, not a redirect: the user is signed in
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
+        campaign = get_object_or_404(Campaign, pk=pk)
+        form = BacktestStartForm(request.POST, prefix="backtest")
+        if not form.is_valid():
+            for errors in form.errors.values():
+                for error in errors:
+                    self.message_user(request, error, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[pk]))
+        run = backtests.backtest_start(
+            campaign=campaign, days=form.cleaned_data["days"], by=request.user
+        )
+        return HttpResponseRedirect(reverse("admin:campaigns_backtest_change", args=[run.pk]))
+
 
 @admin.register(Backtest)
 class BacktestAdmin(admin.ModelAdmin):
@@ -339,6 +394,51 @@ class BacktestAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may start a backtest may read its result.
+        return super().has_view_permission(request, obj) or request.user.has_perm(
+            "campaigns.backtest_campaign"
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The backtest's page: its progress while it runs, its result when done."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            backtest = (
+                Backtest.objects.select_related("campaign__program")
+                .filter(pk=int(unquote(object_id)))
+                .first()
+            )
+        except ValueError:
+            backtest = None
+        if backtest is None:
+            raise Http404
+        campaign = backtest.campaign
+        context = {
+            **self.admin_site.each_context(request),
+            **backtests.backtest_report(backtest),
+            "title": _("Backtest of %(name)s over the last %(days)d days")
+            % {"name": campaign.name, "days": backtest.days},
+            "opts": self.model._meta,
+            "campaign_opts": Campaign._meta,
+            "backtest": backtest,
+            "campaign": campaign,
+            "currency": campaign.program.currency,
+            "backtest_form": (
+                BacktestStartForm(prefix="backtest", initial={"days": backtest.days})
+                if request.user.has_perm("campaigns.backtest_campaign")
+                else None
+            ),
+        }
+        return TemplateResponse(request, "campaigns/admin/backtest_result.html", context)
 
 
 @admin.register(Trigger)

@@ -80,20 +80,22 @@ def test_marketing_creates_backtests_and_launches_a_campaign_that_the_till_then_
     campaign = Campaign.objects.get(name="Double points on dairy")
     assert campaign.status == Status.DRAFT and campaign.line_categories == ["dairy"]
 
-    # Backtest from the campaign list: the job runs and its result is under Backtests.
-    row = page.locator("#result_list tbody tr").filter(has_text="Double points on dairy")
-    row.locator("input.action-select").check()
-    page.select_option("select[name=action]", "backtest")
-    page.click("button[name=index]")
-    expect(page.locator("ul.messagelist")).to_contain_text("The backtest is running")
-    page.locator("#nav-sidebar tr.model-backtest a").first.click()
-    backtest_row = page.locator("#result_list tbody tr").first
+    # Backtest from the campaign's page: the button starts the job (run at once here) and
+    # leads to the backtest's page, which shows the figures and the day-by-day table.
+    page.get_by_role("link", name="Double points on dairy").click()
+    page.fill("#id_backtest-days", "7")
+    page.click("#backtest-button")
+    summary = page.locator("#backtest-summary")
+    expect(summary).to_contain_text("Purchases it would have rewarded")
     backtest = Backtest.objects.get(campaign=campaign)
-    expect(backtest_row).to_contain_text("3 of 3 receipts")
     assert backtest.state == Backtest.State.DONE, backtest.error
+    assert (backtest.days, backtest.result["receipts_matched"]) == (7, 3)
     # Doubling 5 % of 200 + 400 + 600 of dairy gives 10 + 20 + 30 more points.
     assert backtest.result["points"] == 60
-    expect(backtest_row).to_contain_text("60 points")
+    expect(summary.locator("tr").filter(has_text="Points it would have cost")).to_contain_text("60")
+    expect(page.locator("#backtest-days tbody tr")).to_have_count(8)  # 7 days ago to today
+    expect(page.locator("#backtest-notes")).to_contain_text("Other campaigns are taken")
+    expect(page.locator("meta[http-equiv=refresh]")).to_have_count(0)
 
     # Launch it.
     page.locator("#nav-sidebar tr.model-campaign a").first.click()

@@ -254,8 +254,10 @@ def test_a_backtest_replays_receipts_and_finds_the_budget_day(settings) -> None:
     run.refresh_from_db()
     assert run.state == "done", run.error
     assert run.result["receipts"] == 8
-    assert run.result["receipts_matched"] == 4
-    assert run.result["points"] == 400
+    # The budget (250) pays two bonuses of 100 and refuses the third: all or nothing.
+    assert run.result["receipts_matched"] == 2
+    assert run.result["points"] == 200
+    assert run.result["points_without_budget"] == 400
     assert (
         run.result["budget_runs_out_on"]
         == (start + timedelta(days=2)).astimezone(program_zone(program)).date().isoformat()

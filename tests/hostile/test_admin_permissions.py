@@ -28,7 +28,7 @@ from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import Member
-from campaigns.models import PromoCodeBatch, Segment
+from campaigns.models import Campaign, PromoCodeBatch, Segment
 from ledger.models import AdjustmentRequest
 from loyalty_site.groups import GROUP_PERMISSIONS, patterns_match
 from tests.hostile.admin_world import GROUPS, admin_rows_create, staff_create
@@ -335,6 +335,15 @@ PAGES: dict[str, Page] = {
     ),
     "admin:accounts_member_export": Page(
         lambda t: reverse("admin:accounts_member_export"), ("accounts.export_members",)
+    ),
+    # The Backtest button of a campaign's page; posted empty, it goes back to that page.
+    "admin:campaigns_campaign_backtest": Page(
+        lambda t: reverse(
+            "admin:campaigns_campaign_backtest", args=[Campaign.objects.order_by("pk").first().pk]
+        ),
+        ("campaigns.backtest_campaign",),
+        method="post",
+        ok=302,
     ),
     # These two send a refused user back to the admin index rather than answer 403.
     "admin:campaigns_promocodebatch_export": Page(
