@@ -82,7 +82,7 @@ def test_marketing_creates_backtests_and_launches_a_campaign_that_the_till_then_
 
     # Backtest from the campaign's page: the button starts the job (run at once here) and
     # leads to the backtest's page, which shows the figures and the day-by-day table.
-    page.get_by_role("link", name="Double points on dairy").click()
+    page.locator("#result_list").get_by_role("link", name="Double points on dairy").click()
     page.fill("#id_backtest-days", "7")
     page.click("#backtest-button")
     summary = page.locator("#backtest-summary")
