@@ -440,13 +440,15 @@ def personal_code_candidates(
 def member_promo_codes(member: Member, *, at: datetime) -> list[PromoCode]:
     """The member's own personal codes they can use now: active, of a campaign that
     is running, within the code's validity, and not used up (in total or by them).
+    Not the codes of a campaign whose holdout the member is in (the till would
+    refuse them, and the control group is not told about the offer).
 
     Strictly the member's: filtered by the member passed in, never by an id from
     outside. Soonest to end first. One query.
     """
     mine = Q(code_uses__member=member) & ~Q(code_uses__state=CodeUse.State.RELEASED)
     taken = Count("code_uses", filter=mine)
-    return list(
+    codes = (
         PromoCode.objects.filter(
             member=member,
             is_active=True,
@@ -462,6 +464,11 @@ def member_promo_codes(member: Member, *, at: datetime) -> list[PromoCode]:
         .select_related("campaign")
         .order_by(F("valid_until").asc(nulls_last=True), "code")
     )
+    return [
+        c
+        for c in codes
+        if not engine.in_holdout(c.campaign_id, str(member.pk), c.campaign.holdout_percent)
+    ]
 
 
 def campaign_overlaps(campaign: Campaign) -> list[Campaign]:

@@ -14,7 +14,6 @@ import zoneinfo
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
-from importlib import import_module
 from typing import Any
 
 from django.db.models import Prefetch, Q, Sum
@@ -25,7 +24,8 @@ from accounts.models import Card, Member
 from accounts.phones import phone_masked
 from accounts.selectors import card_active, consents_current
 from campaigns.engine import in_holdout
-from campaigns.models import Audience, Campaign, PromoCode, SegmentMember, Status
+from campaigns.models import Audience, Campaign, SegmentMember, Status
+from campaigns.selectors import member_promo_codes
 from ledger.models import Account, Lot, Transfer
 from pos.models import Purchase, Refund
 from pos.selectors import member_history
@@ -316,30 +316,49 @@ def _running(program_id: int, now: datetime.datetime) -> Any:
     ).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
 
 
-def promo_codes(member: Member, *, now: datetime.datetime | None = None) -> list[PromoCode]:
-    """The member's personal promo codes that can still be used.
+@dataclass(frozen=True)
+class PersonalCode:
+    code: str
+    campaign_id: int
+    campaign: str  # the campaign's name
+    valid_from: datetime.datetime | None
+    # The code's own end or its campaign's, whichever comes first; None: no end.
+    valid_until: datetime.datetime | None
 
-    Campaigns decides what "personal" means; until it offers a selector, a code
-    is personal when the campaigns model links it to the member.
+
+def promo_codes(member: Member, *, now: datetime.datetime | None = None) -> list[PersonalCode]:
+    """The member's own personal promo codes they can use now (active, unused,
+    within their validity, of a running campaign), soonest to end first.
+
+    Campaigns decides what "usable" means (`member_promo_codes`, the till's own
+    rules); it filters by this member, so nobody else's code can appear.
     """
     now = now or timezone.now()
-    own = _campaigns_hook("member_promo_codes")
-    if own is not None:
-        return list(own(member, now))
-    if "member" not in {f.name for f in PromoCode._meta.get_fields()}:
-        return []
-    return list(
-        PromoCode.objects.filter(
-            member=member, is_active=True, campaign__in=_running(member.program_id, now)
+    result = []
+    for code in member_promo_codes(member, at=now):
+        ends = [d for d in (code.valid_until, code.campaign.ends_at) if d is not None]
+        result.append(
+            PersonalCode(
+                code=code.code,
+                campaign_id=code.campaign_id,
+                campaign=code.campaign.name,
+                valid_from=code.valid_from,
+                valid_until=min(ends) if ends else None,
+            )
         )
-        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=now))
-        .select_related("campaign")
-        .order_by("valid_until", "code")
-    )
+    return result
 
 
-def offers(member: Member, *, now: datetime.datetime | None = None) -> list[Offer]:
-    """Running campaigns meant for this member; code-only ones appear with the member's code."""
+def offers(
+    member: Member,
+    *,
+    now: datetime.datetime | None = None,
+    codes: list[PersonalCode] | None = None,
+) -> list[Offer]:
+    """Running campaigns meant for this member; code-only ones appear with the member's code.
+
+    `codes`: the member's promo_codes when the caller has them already.
+    """
     now = now or timezone.now()
     qs = (
         _running(member.program_id, now)
@@ -355,7 +374,8 @@ def offers(member: Member, *, now: datetime.datetime | None = None) -> list[Offe
         .distinct()
         .order_by("-priority", "ends_at", "id")
     )
-    codes = {code.campaign_id: code.code for code in promo_codes(member, now=now)}
+    own = codes if codes is not None else promo_codes(member, now=now)
+    by_campaign = {code.campaign_id: code.code for code in own}
     result = []
     for campaign in qs:
         if campaign.audience == Audience.NEW and (
@@ -363,7 +383,7 @@ def offers(member: Member, *, now: datetime.datetime | None = None) -> list[Offe
             or member.registered_at < now - datetime.timedelta(days=campaign.new_member_days)
         ):
             continue
-        if campaign.requires_code and campaign.pk not in codes:
+        if campaign.requires_code and campaign.pk not in by_campaign:
             continue
         if in_holdout(campaign.pk, str(member.pk), campaign.holdout_percent):
             continue  # the control group must not be told about the offer either
@@ -374,19 +394,10 @@ def offers(member: Member, *, now: datetime.datetime | None = None) -> list[Offe
                 description=campaign.description,
                 ends_at=campaign.ends_at,
                 benefits=_benefits(campaign),
-                code=codes.get(campaign.pk),
+                code=by_campaign.get(campaign.pk),
             )
         )
     return result
-
-
-def _campaigns_hook(name: str) -> Any:
-    """A selector campaigns may offer for the member pages (requests.md), if it exists yet."""
-    try:
-        module = import_module("campaigns.selectors")
-    except ImportError:
-        return None
-    return getattr(module, name, None)
 
 
 def referral_code(member: Member) -> str | None:

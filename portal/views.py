@@ -197,15 +197,11 @@ def purchase_detail(request: HttpRequest, purchase_id: str) -> HttpResponse:
 @member_required
 def offers(request: HttpRequest) -> HttpResponse:
     member = request.member  # type: ignore[attr-defined]
+    codes = selectors.promo_codes(member)
     return render(
         request,
         "portal/offers.html",
-        _context(
-            request,
-            "offers",
-            offers=selectors.offers(member),
-            codes=selectors.promo_codes(member),
-        ),
+        _context(request, "offers", offers=selectors.offers(member, codes=codes), codes=codes),
     )
 
 

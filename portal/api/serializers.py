@@ -139,9 +139,13 @@ class MeOfferOut(serializers.Serializer):
 
 
 class MePromoCodeOut(serializers.Serializer):
-    code = serializers.CharField()
-    campaign = serializers.CharField(source="campaign.name")
-    valid_until = serializers.DateTimeField(allow_null=True)
+    code = serializers.CharField(help_text=_("The member's personal code: only they can use it."))
+    campaign_id = serializers.CharField()
+    campaign = serializers.CharField(help_text=_("The campaign's name."))
+    valid_from = serializers.DateTimeField(allow_null=True)
+    valid_until = serializers.DateTimeField(
+        allow_null=True, help_text=_("The code's or its campaign's end, whichever is first.")
+    )
 
 
 class MeOffersOut(serializers.Serializer):

@@ -294,10 +294,8 @@ class OffersView(MemberApiView):
         responses={200: s.MeOffersOut, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        body = {
-            "offers": selectors.offers(self.member),
-            "promo_codes": selectors.promo_codes(self.member),
-        }
+        codes = selectors.promo_codes(self.member)
+        body = {"offers": selectors.offers(self.member, codes=codes), "promo_codes": codes}
         return Response(self.data(s.MeOffersOut, body))
 
 

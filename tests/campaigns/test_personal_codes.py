@@ -370,3 +370,23 @@ def test_a_members_usable_codes_are_their_own_unused_and_currently_valid_ones() 
     got = selectors.member_promo_codes(anna, at=now)
     assert sorted(c.pk for c in got) == sorted([usable.pk, released.pk])
     assert all(c.member_id == anna.pk for c in got)
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("en", "it is another member's personal code"),
+        ("ru", "это личный промокод другого участника"),
+    ],
+)
+def test_the_reason_in_words_speaks_the_cashiers_language(language, words) -> None:  # type: ignore[no-untyped-def]
+    from django.utils import translation
+
+    campaign = code_campaign()
+    anna, boris = MemberFactory(program=campaign.program), MemberFactory(program=campaign.program)
+    code = personal_code(campaign, anna)
+    with translation.override(language):
+        (coupon,) = selectors.coupons_lookup(
+            program=campaign.program, codes=[code.code], member=boris, at=timezone.now()
+        )
+    assert (coupon.problem, coupon.detail) == ("not_applicable", words)
