@@ -24,8 +24,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from campaigns import backtest as backtests
+from campaigns import messaging, services
 from campaigns import segments as segment_jobs
-from campaigns import services
 from campaigns.models import (
     Backtest,
     Campaign,
@@ -458,7 +458,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "kind", "channel", "to", "state", "attempts", "sent_at")
+    list_display = ("created_at", "kind", "channel", "to", "state_shown", "attempts", "sent_at")
     list_filter = ("state", "channel", "kind")
     search_fields = ("to", "reference")
     date_hierarchy = "created_at"
@@ -479,6 +479,11 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "sent_at",
     )
     raw_id_fields = ("member",)
+
+    @admin.display(description=gettext_lazy("state"), ordering="state")
+    def state_shown(self, obj: OutboxMessage) -> str:
+        # Handed to the provider, answer not stored yet (see messaging.is_sending).
+        return _("sending") if messaging.is_sending(obj) else obj.get_state_display()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,9 +4,12 @@
   only for a member whose current consent for that channel is given and who
   has not had the weekly number of messages yet; otherwise it records the
   message as skipped with the reason (so a marketer sees why).
-- `outbox_send` (beat, every minute) claims due messages with SKIP LOCKED,
-  checks consent again, postpones what falls into quiet hours (program time)
-  and retries failures with a growing pause.
+- `outbox_send` (beat, every minute) claims due messages one at a time with
+  SKIP LOCKED, each in its own short transaction: checks consent again,
+  postpones what falls into quiet hours (program time), marks the message as
+  handed to the provider before calling it and stores the answer right after;
+  retries refusals with a growing pause; a message whose worker died while
+  sending it is marked failed for support, never sent twice on a guess.
 - Opt-out: every message carries a signed link that records a consent
   withdrawal; an SMS reply STOP does the same (`inbound_sms`).
 """
@@ -191,44 +194,127 @@ def _deliver(message: OutboxMessage) -> sms.SmsResult:
     return sms.SmsResult(ok=bool(sent), answer="accepted by the mail server")
 
 
-def outbox_send(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
-    """Send due messages; safe to run in several workers at once (SKIP LOCKED)."""
-    now = now or timezone.now()
-    counts = {"sent": 0, "failed": 0, "postponed": 0, "skipped": 0, "retry": 0}
+# How long a message may stay handed to the provider without its answer stored. Far
+# longer than any provider call (SMS.ru: 10 s timeout); past it, the worker that sent
+# it is taken for dead (killed, OOM, machine lost) and the message is settled as below.
+SENDING_TIMEOUT = timedelta(minutes=10)
+
+
+def is_sending(message: OutboxMessage) -> bool:
+    """Handed to the provider, its answer not stored yet: queued with `sent_at` set.
+
+    The outbox has no state of its own for this (adding one needs a migration);
+    `sent_at` records when the message went to the provider, and only a claim
+    sets it on a queued row.
+    """
+    return message.state == OutboxMessage.State.QUEUED and message.sent_at is not None
+
+
+def _claim(now: datetime) -> tuple[str, OutboxMessage] | None:
+    """Take the next due message in a short transaction of its own, and settle or mark it.
+
+    Returns what became of it: "send" (marked as handed to the provider, one
+    more attempt counted: the caller sends it now), "postponed", "skipped" or
+    "unknown"; None when nothing is due. One row is locked, SKIP LOCKED, so
+    workers running at once take different messages.
+    """
     with transaction.atomic():
-        due = list(
-            OutboxMessage.objects.select_for_update(skip_locked=True)
+        message = (
+            OutboxMessage.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(state=OutboxMessage.State.QUEUED, next_attempt_at__lte=now)
             .select_related("member", "program")
-            .order_by("next_attempt_at", "id")[:limit]
+            .order_by("next_attempt_at", "id")
+            .first()
         )
-        for message in due:
-            local = now.astimezone(program_zone(message.program))
-            until = quiet_until(local)
-            if until is not None:
-                message.next_attempt_at = until
-                message.save(update_fields=["next_attempt_at"])
-                counts["postponed"] += 1
-                continue
-            if not consents_current(message.member).get(CONSENT_OF[message.channel]):
-                message.state = OutboxMessage.State.SKIPPED
-                message.provider_answer = _("consent withdrawn before sending")
-                message.save(update_fields=["state", "provider_answer"])
-                counts["skipped"] += 1
-                continue
-            result = _deliver(message)
-            message.attempts += 1
-            message.provider_answer = result.answer
-            if result.ok:
-                message.state, message.sent_at = OutboxMessage.State.SENT, now
-                counts["sent"] += 1
-            elif not result.retry or message.attempts >= MAX_ATTEMPTS:
-                message.state = OutboxMessage.State.FAILED
-                counts["failed"] += 1
-            else:
-                message.next_attempt_at = now + timedelta(minutes=2**message.attempts)
-                counts["retry"] += 1
-            message.save(
-                update_fields=["attempts", "provider_answer", "state", "sent_at", "next_attempt_at"]
-            )
+        if message is None:
+            return None
+        if message.sent_at is not None:
+            # Left handed to the provider by a worker that died before storing the
+            # answer: the provider may well have delivered it. A careful SMS sender
+            # does not send it again on a guess: a marketing SMS twice costs twice,
+            # annoys the member (who may answer STOP) and counts against the weekly
+            # cap, while neither provider here takes an idempotency key to make a
+            # resend safe. So it is marked failed for support, who can look it up
+            # in the provider's delivery report; it is never resent automatically.
+            message.state = OutboxMessage.State.FAILED
+            message.provider_answer = _(
+                "outcome unknown: the sending worker stopped after handing the message to "
+                "the provider at %(at)s; not sent again automatically (check the provider's "
+                "delivery report)"
+            ) % {"at": message.sent_at.isoformat(timespec="seconds")}
+            message.save(update_fields=["state", "provider_answer"])
+            return "unknown", message
+        until = quiet_until(now.astimezone(program_zone(message.program)))
+        if until is not None:
+            message.next_attempt_at = until
+            message.save(update_fields=["next_attempt_at"])
+            return "postponed", message
+        if not consents_current(message.member).get(CONSENT_OF[message.channel]):
+            message.state = OutboxMessage.State.SKIPPED
+            message.provider_answer = _("consent withdrawn before sending")
+            message.save(update_fields=["state", "provider_answer"])
+            return "skipped", message
+        message.attempts += 1
+        message.sent_at = now
+        message.next_attempt_at = now + SENDING_TIMEOUT
+        message.save(update_fields=["attempts", "sent_at", "next_attempt_at"])
+        return "send", message
+
+
+def _answer_store(message: OutboxMessage, result: sms.SmsResult, now: datetime) -> str:
+    """Store the provider's answer for the attempt this worker claimed; returns the count key.
+
+    One conditional UPDATE on the attempt number (the claim's token), committed
+    at once: whatever happens to this worker afterwards, a sent message stays sent.
+    """
+    fields: dict[str, Any] = {"provider_answer": result.answer}
+    if result.ok:
+        outcome = "sent"
+        fields.update(state=OutboxMessage.State.SENT, sent_at=now)
+    elif not result.retry or message.attempts >= MAX_ATTEMPTS:
+        outcome = "failed"
+        fields.update(state=OutboxMessage.State.FAILED, sent_at=None)
+    else:
+        # The provider said no (busy, network down before it took the message): not
+        # delivered, so sending again later is safe.
+        outcome = "retry"
+        fields.update(
+            state=OutboxMessage.State.QUEUED,
+            sent_at=None,
+            next_attempt_at=now + timedelta(minutes=2**message.attempts),
+        )
+    OutboxMessage.objects.filter(pk=message.pk, attempts=message.attempts).update(**fields)
+    return outcome
+
+
+def outbox_send(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
+    """Send up to `limit` due messages, each claimed and settled in its own transaction.
+
+    Per message: claim it (one row, SKIP LOCKED) and mark it handed to the
+    provider with one more attempt, commit; call the provider outside any
+    transaction; store its answer, commit. Safe to run in several workers at
+    once; a worker killed mid-way leaves at most the one message it was
+    sending undecided, which the next run after SENDING_TIMEOUT marks failed
+    for support rather than sending it twice (see _claim).
+    """
+    now = now or timezone.now()
+    counts = {"sent": 0, "failed": 0, "postponed": 0, "skipped": 0, "retry": 0, "unknown": 0}
+    for _n in range(limit):
+        claimed = _claim(now)
+        if claimed is None:
+            break
+        outcome, message = claimed
+        if outcome == "send":
+            try:
+                result = _deliver(message)
+            except Exception as exc:  # a provider bug: it may or may not have sent it
+                logger.exception("outbox message %s: the provider raised", message.pk)
+                result = sms.SmsResult(
+                    ok=False,
+                    answer=_("outcome unknown: the provider failed with %(error)s")
+                    % {"error": f"{type(exc).__name__}: {exc}"[:400]},
+                    retry=False,
+                )
+            outcome = _answer_store(message, result, now)
+        counts[outcome] += 1
     return counts
