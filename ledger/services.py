@@ -563,19 +563,27 @@ def points_credit(
 
 # --- Debit and hold -----------------------------------------------------------------------
 
+# Open lots read per spend before asking again for all of them (see _SPEND_SQL).
+SPEND_LOT_WINDOW = 32
+
 # Spendable lots in spending order (soonest expiry first, never an expired or pending
 # lot), as many as cover the amount, planned and written in one statement. Nothing is
 # written when they do not cover it; the last column says how much was spendable.
+# Only the first %(lot_window)s open lots are read (an index range scan that stops
+# there), so a member with a long history costs what a new one costs; when they do
+# not cover the amount, the caller asks again with no limit (LIMIT NULL).
 _SPEND_SQL = f"""
 WITH lots AS MATERIALIZED (
-    SELECT id, remaining,
-           sum(remaining) OVER (ORDER BY expires_at, id) AS running,
-           sum(remaining) OVER () AS total
-    FROM ledger_lot
-    WHERE account_id = %(account)s AND remaining > 0 AND NOT pending
-      AND (expires_at IS NULL OR expires_at > %(now)s)
+    SELECT id, remaining, sum(remaining) OVER (ORDER BY expires_at, id) AS running
+    FROM (
+        SELECT id, remaining, expires_at FROM ledger_lot
+        WHERE account_id = %(account)s AND remaining > 0 AND NOT pending
+          AND (expires_at IS NULL OR expires_at > %(now)s)
+        ORDER BY expires_at, id
+        LIMIT %(lot_window)s
+    ) AS open_lots
 ), spendable AS (
-    SELECT COALESCE(max(total), 0) AS total FROM lots
+    SELECT COALESCE(max(running), 0) AS total FROM lots
 ), v AS MATERIALIZED (
     SELECT id AS lot_id, LEAST(remaining, %(amount)s - (running - remaining)) AS take
     FROM lots, spendable
@@ -627,25 +635,27 @@ def _spend(
         raise ValueError("amount must be a positive number of points")
     now = now or timezone.now()
     is_hold = kind == Kind.HOLD
+    params = {
+        "reference": reference,
+        "kind": kind,
+        "amount": amount,
+        "program": account_or_member.program_id,
+        **_system_params("to", to_kind, to_source),
+        "hold_expires_at": hold_expires_at,
+        "purchase_ref": purchase_ref,
+        "description": description,
+        "by": _user_id(by),
+        "now": now,
+        "is_hold": is_hold,
+        "lot_window": SPEND_LOT_WINDOW,
+    }
     with _atomic():
-        account, rows = _lock_and_run(
-            account_or_member,
-            _SPEND_SQL,
-            {
-                "reference": reference,
-                "kind": kind,
-                "amount": amount,
-                "program": account_or_member.program_id,
-                **_system_params("to", to_kind, to_source),
-                "hold_expires_at": hold_expires_at,
-                "purchase_ref": purchase_ref,
-                "description": description,
-                "by": _user_id(by),
-                "now": now,
-                "is_hold": is_hold,
-            },
-        )
+        account, rows = _lock_and_run(account_or_member, _SPEND_SQL, params)
         tid, credit_id, available, pending, on_hold, spendable = rows[0]
+        if tid is None and spendable < amount:
+            # The first lots did not cover it: all of them might (the account is locked now).
+            rows = _fetch(_SPEND_SQL, {**params, "account": account.pk, "lot_window": None})
+            tid, credit_id, available, pending, on_hold, spendable = rows[0]
         if tid is None:
             # Nothing written: either a replay of this reference, or not enough points.
             if Transfer.objects.filter(reference=reference).exists():

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from ledger.models import Account, Allocation, Lot, Transfer
 from ledger.services import (
+    SPEND_LOT_WINDOW,
     DuplicateReference,
     HoldNotOpen,
     InsufficientPoints,
@@ -85,6 +86,41 @@ def test_a_debit_beyond_the_balance_is_refused_with_what_is_available():
         points_debit(account_or_member=member, amount=31, reference=ref())
     assert refused.value.available == 30
     assert balances(member) == (30, 0, 0)
+
+
+def test_a_debit_needing_more_lots_than_one_read_spends_them_all_in_expiry_order():
+    member = member_create(ProgramFactory())
+    now = timezone.now()
+    lots = SPEND_LOT_WINDOW + 8
+    for i in range(lots):
+        credit(member, 1, expires_at=now + (30 + i) * DAY, now=now)
+    debit = points_debit(account_or_member=member, amount=lots - 3, reference=ref(), now=now)
+    assert balances(member) == (3, 0, 0)
+    spent = list(
+        Allocation.objects.filter(transfer_id=debit.pk)
+        .order_by("lot__expires_at")
+        .values_list("lot__expires_at", flat=True)
+    )
+    assert (
+        spent
+        == sorted(Lot.objects.filter(account__member=member).values_list("expires_at", flat=True))[
+            : lots - 3
+        ]
+    )
+    with pytest.raises(InsufficientPoints) as refused:
+        points_debit(account_or_member=member, amount=4, reference=ref(), now=now)
+    assert refused.value.available == 3
+
+
+def test_a_debit_beyond_the_balance_of_many_lots_reports_all_of_them_as_available():
+    member = member_create(ProgramFactory())
+    now = timezone.now()
+    for i in range(SPEND_LOT_WINDOW + 5):
+        credit(member, 2, expires_at=now + (30 + i) * DAY, now=now)
+    with pytest.raises(InsufficientPoints) as refused:
+        points_debit(account_or_member=member, amount=1000, reference=ref(), now=now)
+    assert refused.value.available == 2 * (SPEND_LOT_WINDOW + 5)
+    assert balances(member) == (2 * (SPEND_LOT_WINDOW + 5), 0, 0)
 
 
 def test_the_same_reference_replays_the_first_transfer_and_changes_nothing():
