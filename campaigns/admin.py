@@ -709,7 +709,7 @@ class PromoCodeBatchAdmin(admin.ModelAdmin):
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not request.user.has_perm("campaigns.export_promocodebatch"):
-            return HttpResponseRedirect(reverse("admin:index"))
+            raise PermissionDenied  # signed in but not allowed: 403, not a redirect
         batch = get_object_or_404(PromoCodeBatch, pk=pk)
         rows = services.codes_csv_rows(
             PromoCode.objects.filter(batch=batch), with_members=_may_export_members(request)
@@ -875,9 +875,11 @@ class SegmentAdmin(admin.ModelAdmin):
         ]
 
     def upload_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied  # signed in but not allowed: 403, not a redirect
         segment = get_object_or_404(Segment, pk=pk, kind=Segment.Kind.STATIC)
         if not self.has_change_permission(request, segment):
-            return HttpResponseRedirect(reverse("admin:index"))
+            raise PermissionDenied
         form = SegmentUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             raw = form.cleaned_data["file"].read().decode("utf-8-sig", errors="replace")

@@ -345,13 +345,15 @@ PAGES: dict[str, Page] = {
         method="post",
         ok=302,
     ),
-    # These two send a refused user back to the admin index rather than answer 403.
     "admin:campaigns_promocodebatch_export": Page(
         lambda t: reverse(
             "admin:campaigns_promocodebatch_export", args=[PromoCodeBatch.objects.first().pk]
         ),
         ("campaigns.export_promocodebatch",),
-        refused=302,
+    ),
+    "admin:campaigns_promocodebatch_issue": Page(
+        lambda t: reverse("admin:campaigns_promocodebatch_issue"),
+        ("campaigns.add_promocodebatch",),
     ),
     "admin:campaigns_segment_upload": Page(
         lambda t: reverse(
@@ -359,7 +361,15 @@ PAGES: dict[str, Page] = {
             args=[Segment.objects.filter(kind=Segment.Kind.STATIC).first().pk],
         ),
         ("campaigns.change_segment",),
-        refused=302,
+    ),
+    # Posting the upload form is refused the same way (nothing is read from the file).
+    "admin:campaigns_segment_upload post": Page(
+        lambda t: reverse(
+            "admin:campaigns_segment_upload",
+            args=[Segment.objects.filter(kind=Segment.Kind.STATIC).first().pk],
+        ),
+        ("campaigns.change_segment",),
+        method="post",  # with no file: the form again
     ),
 }
 
