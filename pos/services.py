@@ -240,8 +240,10 @@ def _compute(
         problems = dict.fromkeys(data.coupons, "unknown")
     if problems:
         code, reason = next(iter(problems.items()))
+        words = run.result.coupon_messages.get(code) if run.result is not None else None
         raise errors.CouponInvalid(
-            _("Coupon %(code)s cannot be used: %(reason)s.") % {"code": code, "reason": reason},
+            _("Coupon %(code)s cannot be used: %(reason)s.")
+            % {"code": code, "reason": words or reason},
             coupon=code,
             reason=reason,
             coupons=problems,

@@ -154,6 +154,8 @@ def test_the_cashier_api_refuses_another_members_personal_code() -> None:
         code.code,
         "not_applicable",
     )
+    # The cashier reads why on the screen, not just the reason code.
+    assert "another member's personal code" in body["detail"], body
     bought = till.post(
         "purchases", receipt("100.00", member={"card": card_of(anna)}, coupons=[code.code])
     )
