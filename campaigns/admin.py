@@ -7,6 +7,8 @@ buttons into service calls and messages.
 from __future__ import annotations
 
 import csv
+import re
+import uuid
 from typing import Any
 
 from django import forms
@@ -30,6 +32,7 @@ from campaigns.models import (
     Backtest,
     Campaign,
     CampaignVersion,
+    Channel,
     MessageTemplate,
     OutboxMessage,
     PromoCode,
@@ -833,6 +836,22 @@ class SegmentUploadForm(forms.Form):
     )
 
 
+class SegmentSendForm(forms.Form):
+    message = forms.ChoiceField(label=gettext_lazy("Message"))
+
+    def __init__(
+        self, *args: Any, templates: dict[tuple[str, str], list[MessageTemplate]], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["message"].choices = [
+            (
+                f"{kind}|{channel}",
+                f"{kind} — {Channel(channel).label} ({', '.join(t.language for t in found)})",
+            )
+            for (kind, channel), found in templates.items()
+        ]
+
+
 @admin.register(Segment)
 class SegmentAdmin(admin.ModelAdmin):
     list_display = ("name", "program", "kind", "size", "computed_at")
@@ -871,8 +890,71 @@ class SegmentAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.upload_view),
                 name="campaigns_segment_upload",
             ),
+            path(
+                "<int:pk>/send/",
+                self.admin_site.admin_view(self.send_view),
+                name="campaigns_segment_send",
+            ),
             *super().get_urls(),
         ]
+
+    def may_send(self, request: HttpRequest) -> bool:
+        # Queuing messages is adding to the outbox: that permission, no new one.
+        return self.has_view_permission(request) and request.user.has_perm(
+            "campaigns.add_outboxmessage"
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "send_link") if obj is not None and self.may_send(request) else fields
+
+    @admin.display(description=gettext_lazy("messages"))
+    def send_link(self, obj: Segment) -> str:
+        return format_html(
+            '<a href="{}" id="segment-send">{}</a>',
+            reverse("admin:campaigns_segment_send", args=[obj.pk]),
+            _("Send a message to this segment"),
+        )
+
+    def send_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Pick a template, see who would get it, confirm: the job queues it per member."""
+        if not self.may_send(request):
+            raise PermissionDenied
+        segment = get_object_or_404(Segment.objects.select_related("program"), pk=pk)
+        templates = messaging.segment_templates(segment)
+        form = SegmentSendForm(request.POST or None, templates=templates)
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": _("Send a message to %(name)s") % {"name": segment},
+            "form": form,
+            "segment": segment,
+            "has_templates": bool(templates),
+            "opts": self.model._meta,
+        }
+        if request.method == "POST" and form.is_valid():
+            choice = form.cleaned_data["message"]
+            kind, channel = choice.split("|", 1)
+            token = request.POST.get("token", "")
+            if request.POST.get("confirm") == "yes" and re.fullmatch(r"[0-9a-f]{32}", token):
+                messaging.segment_send_start(
+                    segment=segment, kind=kind, channel=channel, token=token, by=request.user
+                )
+                self.message_user(
+                    request,
+                    _(
+                        "The message to %(name)s is being queued member by member; "
+                        "follow it in the Outbox."
+                    )
+                    % {"name": segment},
+                )
+                return HttpResponseRedirect(reverse("admin:campaigns_segment_change", args=[pk]))
+            context.update(
+                preview=messaging.segment_send_preview(segment=segment, channel=channel),
+                chosen=templates[(kind, channel)],
+                choice=choice,
+                token=uuid.uuid4().hex,
+            )
+        return TemplateResponse(request, "campaigns/admin/segment_send.html", context)
 
     def upload_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_change_permission(request):

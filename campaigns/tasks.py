@@ -40,3 +40,11 @@ def promo_codes_notify_task(batch_id: int, kind: str) -> int:
 
     batch = PromoCodeBatch.objects.select_related("campaign__program").get(pk=batch_id)
     return services.promo_codes_notify(batch=batch, kind=kind)
+
+
+@shared_task(name="campaigns.segment_send_task")
+def segment_send_task(segment_id: int, kind: str, channel: str, token: str) -> dict[str, int]:
+    from campaigns.models import Segment
+
+    segment = Segment.objects.select_related("program").get(pk=segment_id)
+    return messaging.segment_send(segment=segment, kind=kind, channel=channel, token=token)

@@ -362,6 +362,16 @@ PAGES: dict[str, Page] = {
         ),
         ("campaigns.change_segment",),
     ),
+    # A message to a segment: adding to the outbox is what it takes.
+    "admin:campaigns_segment_send": Page(
+        lambda t: reverse("admin:campaigns_segment_send", args=[Segment.objects.first().pk]),
+        ("campaigns.view_segment", "campaigns.add_outboxmessage"),
+    ),
+    "admin:campaigns_segment_send post": Page(
+        lambda t: reverse("admin:campaigns_segment_send", args=[Segment.objects.first().pk]),
+        ("campaigns.view_segment", "campaigns.add_outboxmessage"),
+        method="post",  # nothing chosen: the form again, nothing queued
+    ),
     # Posting the upload form is refused the same way (nothing is read from the file).
     "admin:campaigns_segment_upload post": Page(
         lambda t: reverse(
