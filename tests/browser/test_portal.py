@@ -14,6 +14,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PHONE_VIEWPORT = {"width": 360, "height": 740}
 
 
+def _scanned(png: bytes) -> list[tuple[str, str]]:
+    """(symbology, text) of every code zxing-cpp (a till-grade decoder) finds in the image."""
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)).convert("L"))
+    return [(code.format.name, code.text) for code in found]
+
+
 @pytest.fixture
 def phone_page(browser, request):  # type: ignore[no-untyped-def]
     context = browser.new_context(locale="ru-RU", viewport=PHONE_VIEWPORT, is_mobile=True)
@@ -64,3 +75,7 @@ def test_a_member_signs_in_with_an_sms_code_and_sees_their_balance(
     assert page.locator("svg.qr").is_visible()
     box = page.locator("svg.barcode").bounding_box()
     assert box is not None and box["width"] <= PHONE_VIEWPORT["width"]
+    # What the phone's screen shows, read by a real scanner library, is the card.
+    number = member.cards.get(status="active").number
+    assert _scanned(page.locator("svg.barcode").screenshot()) == [("EAN13", number)]
+    assert _scanned(page.locator("svg.qr").screenshot()) == [("QRCode", number)]
