@@ -399,6 +399,7 @@ def replay(
     with_budget = campaign.budget_points is not None
     free_world, budget_world = _World(limited), _World(limited)
     budget_left = campaign.budget_points or 0
+    diverged = False  # has the budget made the two worlds' member usage differ?
     others = _OtherUses(campaign, since, until)
     days: dict[date, _Day] = defaultdict(_Day)
     day_members: dict[date, set[str]] = defaultdict(set)
@@ -469,12 +470,14 @@ def replay(
             held_out_members.add(member_id)
             continue
         window = free_world.window(local)
-        # Without the budget: the member limits alone.
-        if free_world.limited:
-            got = _points_of(
-                engine.evaluate(_with(base, free_world.usage_of(member_id, window)), [limited]),
-                cid,
-            )
+        # Without the budget: the member limits alone. The engine is asked again only
+        # when they can bind: some use in this window already, or a points limit that
+        # the bonus reaches (its exact value is at most one point over `asked`).
+        used = free_world.usage_of(member_id, window)
+        if free_world.limited and (
+            used or (limited.limit_points is not None and limited.limit_points <= asked)
+        ):
+            got = _points_of(engine.evaluate(_with(base, used), [limited]), cid)
         else:
             got = asked
         if got is not None:
@@ -484,15 +487,21 @@ def replay(
             figures["receipts_limited"] += 1
         figures["points_without_budget"] += wanted
         day.points_without_budget += wanted
-        # With the budget (the same as without it until the budget first refuses).
+        # With the budget. Until the budget first refuses a purchase both worlds are
+        # the same, and a budget with room for one point more than the bonus (its
+        # exact value, which the engine checks, is under that) cannot refuse it.
         if with_budget:
-            given = _points_of(
-                engine.evaluate(
-                    _with(base, budget_world.usage_of(member_id, window), {cid: budget_left}),
-                    [limited],
-                ),
-                cid,
-            )
+            if not diverged and budget_left > wanted:
+                given = got
+            else:
+                given = _points_of(
+                    engine.evaluate(
+                        _with(base, budget_world.usage_of(member_id, window), {cid: budget_left}),
+                        [limited],
+                    ),
+                    cid,
+                )
+                diverged = diverged or given != got
             if given is not None:
                 budget_world.take(member_id, window, given)
                 budget_left -= given
