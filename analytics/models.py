@@ -5,6 +5,8 @@ and can be rebuilt from them at any time (`manage.py analytics_rebuild`);
 nothing else writes these tables and analytics never writes anyone else's.
 
 Invariants:
+- DailyStats.new_members of a day, store and tier = the MemberEnrolment rows with
+  that day, store and tier (both are written together by analytics.services);
 - analytics_dailystats_unique / analytics_dailypoints_unique /
   analytics_membermonth_unique / analytics_tiermoves_unique /
   analytics_periodmembers_unique / analytics_cohortcell_unique /
@@ -103,6 +105,36 @@ class DailyPoints(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.flow} {self.source}: {self.points}"
+
+
+class MemberEnrolment(models.Model):
+    """Where a member is counted in DailyStats.new_members: registration day, store and tier.
+
+    Kept by the nightly job (analytics.services._enrolments_sync): when a member
+    changes (a new tier, an edited registration), it takes them out of the row
+    this says and into the row they belong to now, reading only the members that
+    changed instead of recounting every enrolment day they touch.
+    """
+
+    member = models.OneToOneField(
+        Member, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField(_("registration day"))
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    tier = models.ForeignKey(
+        Tier, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("member enrolment")
+        verbose_name_plural = _("member enrolments")
+        indexes = [models.Index(fields=["program", "day"], name="analytics_enrolment_day")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.day}"
 
 
 class MemberMonth(models.Model):
