@@ -251,21 +251,53 @@ def _compute(
     return receipt, run
 
 
-def _campaigns_reserve_or_refuse(**kwargs: Any) -> None:
+# Evaluations per purchase when campaigns run out between evaluation and reservation.
+RESERVE_ATTEMPTS = 3
+
+
+def _compute_reserved(
+    terminal: TerminalInfo,
+    member: MemberState | None,
+    data: ReceiptInput,
+    now: datetime.datetime,
+    purchase_id: uuid.UUID,
+) -> tuple[earning.Receipt, CampaignRun]:
+    """Evaluate the receipt and take the campaigns' budgets, limits and codes it uses.
+
+    A budget or a member limit that another till took since (the quote, or this
+    evaluation) does not fail the purchase: it is evaluated again without those
+    campaigns, as the quote would now be. A promo code the customer presented
+    that can no longer be used does: the cashier has to tell them.
+    """
     from campaigns.services import CampaignsUnavailable
 
-    try:
-        _campaigns_reserve(**kwargs)
-    except CampaignsUnavailable as exc:
-        # A budget, a member limit or a code ran out since the quote: the till quotes
-        # again (without those campaigns) and sends the purchase again.
-        code, reason = next(iter(exc.codes.items()), ("", "used_up"))
-        raise errors.CouponInvalid(
-            _("A campaign or coupon of this receipt is no longer available; quote again."),
-            coupon=code or None,
-            reason=reason,
-            campaigns=[str(c) for c in exc.campaign_ids],
-        ) from None
+    exclude: frozenset[int] = frozenset()
+    for _attempt in range(RESERVE_ATTEMPTS):
+        receipt, run = _compute(terminal, member, data, now, exclude)
+        if member is None:
+            return receipt, run
+        try:
+            _campaigns_reserve(
+                program=terminal.program,
+                member=member,
+                purchase_id=purchase_id,
+                receipt=receipt,
+                run=run,
+                now=now,
+                confirm=data.commit,
+            )
+            return receipt, run
+        except CampaignsUnavailable as exc:
+            if exc.codes or not exc.campaign_ids:
+                code, reason = next(iter(exc.codes.items()), ("", "used_up"))
+                raise errors.CouponInvalid(
+                    _("A campaign or coupon of this receipt is no longer available; quote again."),
+                    coupon=code or None,
+                    reason=reason,
+                    campaigns=[str(c) for c in exc.campaign_ids],
+                ) from None
+            exclude |= frozenset(exc.campaign_ids)
+    raise errors.LockTimeout(retry_after=1)
 
 
 @contextmanager
@@ -310,7 +342,7 @@ def _campaigns_reserve(
     *,
     program: ProgramInfo,
     member: MemberState,
-    purchase: Purchase,
+    purchase_id: uuid.UUID,
     receipt: earning.Receipt,
     run: CampaignRun,
     now: datetime.datetime,
@@ -333,7 +365,7 @@ def _campaigns_reserve(
     campaigns_reserve(
         program=program_row,
         member=member_row,
-        reference=str(purchase.id),
+        reference=str(purchase_id),
         evaluation=evaluation,
         at=now,
         rules=run.result.rules,
@@ -374,10 +406,11 @@ def purchase_create(
     now = now or timezone.now()
     with transaction.atomic(savepoint=False):
         member = _member_of(terminal, data.member, lock=True)
-        receipt, run = _compute(terminal, member, data, now)
+        purchase_id = uuid.uuid4()
+        receipt, run = _compute_reserved(terminal, member, data, now, purchase_id)
         status = Purchase.Status.COMPLETED if data.commit else Purchase.Status.PENDING
         purchase = Purchase(
-            id=uuid.uuid4(),
+            id=purchase_id,
             program_id=program.id,
             store_id=terminal.store_id,
             terminal_id=terminal.id,
@@ -430,15 +463,6 @@ def purchase_create(
                 )
         _purchase_insert(purchase, line_rows)
         if member is not None:
-            _campaigns_reserve_or_refuse(
-                program=program,
-                member=member,
-                purchase=purchase,
-                receipt=receipt,
-                run=run,
-                now=now,
-                confirm=data.commit,
-            )
             if data.commit:
                 with _spendable_checked(terminal, member, data):
                     points.purchase_settle(

@@ -67,3 +67,31 @@ def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
     assert len(got) == 1
     assert got[0]["member_id"] == str(member.pk) and got[0]["total"] == Decimal("150.00")
     assert [x["base_points"] for x in got[0]["lines"]] == [Fraction(5), Fraction(5, 2)]
+
+
+def test_a_budget_another_till_took_since_the_quote_drops_the_bonus_not_the_purchase(
+    monkeypatch,
+) -> None:  # type: ignore[no-untyped-def]
+    from campaigns import selectors
+
+    program = program_create()
+    campaign = running_campaign(
+        program=program, fixed_points=300, min_total=Decimal("100"), multiplier=None
+    )
+    campaign.budget_points = 500
+    from campaigns.services import campaign_save
+
+    campaign_save(campaign=campaign)
+    till = till_create(program=program)
+    first, second = member_create(program=program), member_create(program=program)
+    taken = till.post("purchases", receipt("1000.00", member={"card": card_of(first)})).json()
+    assert taken["earn"]["points"] == 50 + 300
+    # The second till still believes the whole budget is there (its cached view).
+    monkeypatch.setattr(selectors, "budgets_left_cached", lambda rules, **kw: {campaign.pk: 500})
+    response = till.post("purchases", receipt("1000.00", member={"card": card_of(second)}))
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["earn"]["points"] == 50  # evaluated again without the campaign that ran out
+    assert body["campaigns"] == []
+    assert not CampaignUse.objects.filter(reference=body["id"]).exists()
+    assert Lot.objects.filter(account__member=second, source=f"campaign:{campaign.pk}").count() == 0
