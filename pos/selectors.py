@@ -250,6 +250,8 @@ def receipts_for_backtest(program: Any, since: datetime.datetime) -> Any:
                 "purchased_at": at,
                 "total": total,
                 "purchase_number": None,
+                "tier_id": tier_id,
+                "reference": str(pid),
                 "lines": [],
             }
         rate = Fraction(rates.get(tier_id, program.accrual_percent))

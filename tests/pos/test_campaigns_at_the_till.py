@@ -62,10 +62,14 @@ def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
     program = program_create()
     till = till_create(program=program)
     member = member_create(program=program)
-    till.post("purchases", receipt("100.00", "50.00", member={"card": card_of(member)}))
+    sold = till.post("purchases", receipt("100.00", "50.00", member={"card": card_of(member)}))
+    member.refresh_from_db()
     got = list(receipts_for_backtest(program, timezone.now() - datetime.timedelta(days=1)))
     assert len(got) == 1
     assert got[0]["member_id"] == str(member.pk) and got[0]["total"] == Decimal("150.00")
+    # The tier the member had at the purchase, so tier audiences replay as they were.
+    assert got[0]["tier_id"] == member.tier_id
+    assert got[0]["reference"] == sold.json()["id"]
     assert [x["base_points"] for x in got[0]["lines"]] == [Fraction(5), Fraction(5, 2)]
 
 
