@@ -46,7 +46,8 @@ class SmsRuProvider:
     The answer is JSON: {"status": "OK", "sms": {"7912…": {"status": "OK",
     "status_code": 100, "sms_id": "…"}}} or {"status": "ERROR", "status_code":
     200, "status_text": "…"}. Codes 200-299 are account and request problems
-    (no use retrying); network errors and 5xx are retried.
+    (no use retrying); 5xx and failures to connect are retried; no answer after
+    the request went out is not (the SMS may have been sent).
     """
 
     def __init__(self, *, api_id: str, url: str, sender: str = "", timeout: float = 10) -> None:
@@ -66,8 +67,20 @@ class SmsRuProvider:
                 raw = response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as exc:
             return SmsResult(ok=False, answer=f"HTTP {exc.code}", retry=exc.code >= 500)
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            return SmsResult(ok=False, answer=f"network: {exc}", retry=True)
+        except urllib.error.URLError as exc:
+            # urllib wraps only the errors of connecting and sending: the provider has
+            # not got the message, so trying again cannot send it twice.
+            return SmsResult(ok=False, answer=f"network: {exc.reason}", retry=True)
+        except OSError as exc:  # TimeoutError included
+            # The request went out and no answer came back: the provider may have sent
+            # the SMS. A second one costs money and annoys the member; support checks
+            # the provider's delivery report instead.
+            return SmsResult(
+                ok=False,
+                answer=f"outcome unknown: no answer after sending ({exc!r}); "
+                "check the provider's delivery report",
+                retry=False,
+            )
         try:
             data = json.loads(raw)
         except ValueError:

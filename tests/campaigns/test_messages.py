@@ -223,6 +223,31 @@ def test_smsru_account_errors_are_not_retried() -> None:
     assert (result.ok, result.retry) == (False, True)
 
 
+def test_smsru_silent_after_taking_the_request_is_not_sent_again() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[bytes] = []
+
+    def swallow() -> None:  # reads the request, never answers
+        conn, _addr = listener.accept()
+        request = b""
+        while b"api_id=" not in request:
+            request += conn.recv(65536)
+        taken.append(request)
+        threading.Event().wait(3)
+        conn.close()
+
+    threading.Thread(target=swallow, daemon=True).start()
+    port = listener.getsockname()[1]
+    provider = sms.SmsRuProvider(api_id="k", url=f"http://127.0.0.1:{port}/sms/send", timeout=1)
+    result = provider.send(phone="+79120000000", text="x")
+    listener.close()
+    assert taken and b"api_id=k" in taken[0]
+    assert (result.ok, result.retry) == (False, False)
+    assert result.answer.startswith("outcome unknown")
+
+
 def test_quiet_hours_can_be_inside_one_day(settings) -> None:  # type: ignore[no-untyped-def]
     settings.MESSAGES_QUIET_HOURS = (13, 15)
     assert messaging.quiet_until(datetime(2026, 1, 1, 14, tzinfo=MSK)) == datetime(
