@@ -29,7 +29,13 @@ def ean13_check_digit(first12: str) -> str:
     if len(first12) != 12 or not first12.isdigit():
         raise ValueError(f"EAN-13 needs 12 digits before the check digit, got {first12!r}")
     # Weights 1 and 3 alternate from the left; the check digit brings the sum to a multiple of 10.
-    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(first12))
+    if first12.isascii():
+        # The same sum over the ASCII codes (each digit is its code minus 48): one C call
+        # per half instead of a Python loop, as a bulk import draws a million numbers.
+        codes = first12.encode()
+        total = sum(codes[0::2]) + 3 * sum(codes[1::2]) - 48 * (6 + 3 * 6)
+    else:
+        total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(first12))
     return str((10 - total % 10) % 10)
 
 

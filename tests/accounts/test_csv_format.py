@@ -128,3 +128,23 @@ def test_the_phone_reader_agrees_with_normalize_phone() -> None:
         except InvalidPhone as error:
             got = f"error: {error}"
         assert got == expected, text
+
+
+def test_the_phone_reader_removes_exactly_the_punctuation_normalize_phone_allows() -> None:
+    """Its translation table is the class `[\\s\\-\\u2010-\\u2015.()/]`, every code point."""
+    import re
+    import sys
+
+    allowed = re.compile(r"[\s\-\u2010-\u2015.()/]")
+    expected = {c for c in range(sys.maxunicode + 1) if allowed.match(chr(c))}
+    assert set(PhoneReader._PUNCTUATION) == expected
+
+
+def test_repeated_date_and_consent_cells_give_the_same_row_as_the_first_time() -> None:
+    parser = RowParser(ColumnMap.from_header(HEADER), today=datetime.date(2026, 11, 23))
+    cells = ["+79123456789", "", "31.02.1980", "2099-01-01", "maybe"]
+    first, again = parser.parse(list(cells), 2), parser.parse(list(cells), 3)
+    assert first.errors == again.errors and len(first.errors) == 3
+    first_line, again_line = first.copy_line().split("\t"), again.copy_line().split("\t")
+    del first_line[5], again_line[5]  # a card number drawn for each row
+    assert first_line[1:] == again_line[1:]
