@@ -130,6 +130,10 @@ class RowOutcome:
     member_id: uuid.UUID | None
 
 
+class ImportBusy(RuntimeError):
+    """Another import into the same program is running; nothing was imported."""
+
+
 def _quiet(done: int, total: int | None, phase: str) -> None:
     """The default progress callback: report nothing."""
 
@@ -144,11 +148,15 @@ class MemberImport:
         by: Any = None,
         progress: Progress | None = None,
         total: int | None = None,
+        wait_seconds: float | None = None,
     ) -> None:
         self.program = program
         self.by_id = getattr(by, "pk", None)
         self.progress = progress or _quiet
         self.total = total
+        # How long plan() waits for another import into the program to end; None: as long
+        # as it takes (the command, the Celery task), a web request waits a few seconds.
+        self.wait_seconds = wait_seconds
         self.header: list[str] = []
         self.columns: ColumnMap | None = None
         self.staged = 0
@@ -216,6 +224,7 @@ class MemberImport:
         """Decide every row's outcome with one set-based statement; writes nothing."""
         started = time.perf_counter()
         self.progress(self.staged, self.total or self.staged, "checking")
+        self._program_lock()
         program_id = self.program.pk
         params = {
             "program": program_id,
@@ -413,6 +422,35 @@ class MemberImport:
         self.planned = True
         self.timings["plan"] = time.perf_counter() - started
         return summary
+
+    def _program_lock(self) -> None:
+        """One import into a program at a time, until the end of the transaction.
+
+        The plan matches rows to the members as they are: two imports planned side
+        by side would both create a member with the same phone, and the second
+        would fail on the unique constraint. So the second waits (a transaction
+        advisory lock, which tills never take) and then plans against what the
+        first wrote; with `wait_seconds` it gives up after that long: ImportBusy.
+        """
+        key = f"accounts.member_import:{self.program.pk}"
+        with connection.cursor() as cursor:
+            if self.wait_seconds is None:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+                return
+            deadline = time.monotonic() + self.wait_seconds
+            while True:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+                if cursor.fetchone()[0]:
+                    return
+                if time.monotonic() >= deadline:
+                    raise ImportBusy(
+                        _(
+                            "Another import into the program %(program)s is running. Nothing "
+                            "was imported: try again when it has finished."
+                        )
+                        % {"program": self.program.name}
+                    )
+                time.sleep(0.2)
 
     def outcomes(self, *, limit: int | None = None) -> Iterator[RowOutcome]:
         """Each row's planned outcome, in file order."""

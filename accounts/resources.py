@@ -55,6 +55,9 @@ from programs.models import Program
 # rows of a confirmed import are all in the downloadable report).
 PREVIEW_REFUSED = 1000
 PREVIEW_OTHERS = 300
+# How long a preview or confirmation waits for another import into the same program
+# before it says so (a web request cannot wait for a million-row job to end).
+ADMIN_WAIT_SECONDS = 10
 
 
 class PlanChanged(RuntimeError):
@@ -158,7 +161,9 @@ class MemberResource(resources.ModelResource):
     def before_import(self, dataset: tablib.Dataset, **kwargs: Any) -> None:
         if self.program is None:
             raise FileFormatError([_("Choose the program to import the members into.")])
-        self.run = MemberImport(program=self.program, by=kwargs.get("user"))
+        self.run = MemberImport(
+            program=self.program, by=kwargs.get("user"), wait_seconds=ADMIN_WAIT_SECONDS
+        )
         self.run.stage(dataset.headers or [], dataset)
         summary = self.run.plan(digest=True)
         summary.dry_run = self.dry_run
