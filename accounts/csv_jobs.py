@@ -6,15 +6,22 @@ were refused, `refused.csv`. Web and worker share that storage (the media
 folder on one machine, an object store at scale) exactly as they must share
 the uploaded file, so no table is needed; progress is written every 10,000
 rows and read by the admin's job page.
+
+The folders hold personal data (the uploaded file, the refused rows), so they
+are deleted `MEMBER_IMPORT_KEEP_DAYS` after they were last written to
+(`jobs_purge`, nightly on beat): 152-FZ keeps personal data no longer than
+the purpose needs, and the purpose of an upload ends with its import.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
@@ -109,3 +116,30 @@ def jobs_recent(limit: int = 20) -> list[ImportJob]:
     jobs = [job for job in (job_load(name) for name in folders) if job is not None]
     jobs.sort(key=lambda j: j.created_at, reverse=True)
     return jobs[:limit]
+
+
+def jobs_purge(*, now: datetime.datetime | None = None) -> int:
+    """Delete the job folders nobody wrote to for MEMBER_IMPORT_KEEP_DAYS; how many.
+
+    A folder's age is that of its newest file: a running job rewrites job.json
+    every 10,000 rows, so only finished (or long dead) jobs go, and with them
+    the admin's refused-row reports, which live in folders of their own.
+    """
+    cutoff = (now or timezone.now()) - datetime.timedelta(days=settings.MEMBER_IMPORT_KEEP_DAYS)
+    try:
+        folders, _files = default_storage.listdir(JOBS_DIR)
+    except FileNotFoundError:
+        return 0
+    purged = 0
+    for folder in folders:
+        path = f"{JOBS_DIR}/{folder}"
+        subfolders, names = default_storage.listdir(path)
+        files = [f"{path}/{name}" for name in names]
+        if not files or max(default_storage.get_modified_time(f) for f in files) >= cutoff:
+            continue  # recent, or empty (a job being created has its folder before its file)
+        for name in files:
+            default_storage.delete(name)
+        if not subfolders:
+            default_storage.delete(path)  # the folder itself, where the storage has folders
+        purged += 1
+    return purged

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.csv_bulk import count_lines, members_import_stream
 from accounts.csv_format import FileFormatError
-from accounts.csv_jobs import DONE, FAILED, RUNNING, job_load, job_save
+from accounts.csv_jobs import DONE, FAILED, RUNNING, job_load, job_save, jobs_purge
 from programs.models import Program
 
 logger = logging.getLogger(__name__)
@@ -74,3 +74,12 @@ def members_import_task(job_id: str) -> None:
         job.done = summary.total
     job.finished_at = timezone.now().isoformat()
     job_save(job)
+
+
+@shared_task(name="accounts.import_jobs_purge", ignore_result=True)
+def import_jobs_purge_task() -> int:
+    """Nightly: delete member import folders older than MEMBER_IMPORT_KEEP_DAYS (152-FZ)."""
+    purged = jobs_purge()
+    if purged:
+        logger.info("deleted %d member import folders", purged)
+    return purged

@@ -369,6 +369,13 @@ CELERY_BEAT_SCHEDULE["portal-sign-in-purge"] = {
     "task": "portal.sign_in_records_purge",
     "schedule": _crontab(hour=4, minute=30),
 }
+# Member import folders (uploaded files, refused rows: personal data) are deleted this
+# many days after they were last written to, nightly (accounts.csv_jobs.jobs_purge).
+MEMBER_IMPORT_KEEP_DAYS = env_int("MEMBER_IMPORT_KEEP_DAYS", 7, minimum=1)
+CELERY_BEAT_SCHEDULE["accounts-import-jobs-purge"] = {
+    "task": "accounts.import_jobs_purge",
+    "schedule": _crontab(hour=4, minute=50),
+}
 
 # Longest wait for a member's points account row before LedgerBusy (409 + Retry-After).
 LEDGER_LOCK_TIMEOUT_MS = env_int("LEDGER_LOCK_TIMEOUT_MS", 2000, minimum=1)
