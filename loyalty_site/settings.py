@@ -54,6 +54,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def cache_settings(url: str) -> dict[str, object]:
+    """Django's default cache from CACHE_URL: empty (this process's memory) or redis[s]://."""
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"CACHE_URL scheme {scheme!r} is not redis or rediss.")
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+
+
 def email_settings(url: str) -> dict[str, object]:
     """Django e-mail settings from EMAIL_URL: smtp://, smtps://, console://, locmem://, file:///path."""
     parts = urlsplit(url)
@@ -390,6 +400,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "pos.errors.exception_handler",
 }
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "20/second")
+# The rate limits (cashier API per terminal, member API per member) count in this
+# cache: give every web process the same Redis so a limit is not one per process.
+CACHES = {"default": cache_settings(env_str("CACHE_URL"))}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loyalty cashier API",
     "VERSION": "1.0.0",

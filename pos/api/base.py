@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -17,7 +14,7 @@ from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, parsers, serializers
 from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from pos import idempotency
@@ -51,36 +48,21 @@ class StrictJSONParser(parsers.JSONParser):
             raise exceptions.ParseError(_("Malformed JSON: %(error)s") % {"error": exc}) from None
 
 
-class TerminalThrottle(BaseThrottle):
-    """Per-terminal sliding window in this process (API_THROTTLE_RATE, e.g. 20/second)."""
+class TerminalThrottle(SimpleRateThrottle):
+    """Requests per terminal (API_THROTTLE_RATE, e.g. 20/second), counted in Django's cache.
 
-    _history: dict[Any, deque[float]] = {}
-    _lock = threading.Lock()
+    With CACHE_URL set to Redis every web process counts together; without it
+    each process counts its own (the limit is then per process).
+    """
 
-    def __init__(self) -> None:
-        rate = settings.API_THROTTLE_RATE
-        num, period = rate.split("/")
-        self.num = int(num)
-        self.duration = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period.strip()[0]]
-        self.wait_seconds = 0.0
+    scope = "terminal"
 
-    def allow_request(self, request: Request, view: Any) -> bool:
+    def get_rate(self) -> str:
+        return settings.API_THROTTLE_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
         terminal = request.auth
-        if terminal is None:
-            return True
-        now = time.monotonic()
-        with self._lock:
-            history = self._history.setdefault(terminal.id, deque())
-            while history and history[0] <= now - self.duration:
-                history.popleft()
-            if len(history) >= self.num:
-                self.wait_seconds = history[0] + self.duration - now
-                return False
-            history.append(now)
-        return True
-
-    def wait(self) -> float:
-        return self.wait_seconds
+        return None if terminal is None else f"throttle_terminal_{terminal.id}"
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

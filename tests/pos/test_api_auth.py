@@ -83,3 +83,40 @@ def test_too_many_calls_are_throttled_with_retry_after(settings) -> None:  # typ
     assert int(response["Retry-After"]) >= 1
     # Another terminal has its own allowance.
     assert till_create().get("members/lookup", card="1").status_code == 404
+
+
+def _redis_url() -> str | None:
+    import os
+    import socket
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        return None
+    return url
+
+
+def test_with_a_shared_cache_every_web_process_counts_against_one_limit(settings) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    url = _redis_url()
+    if url is None:
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI has one): the shared limit is not tried")
+    server = redis.Redis.from_url(url)
+    server.flushdb()
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    }
+    settings.API_THROTTLE_RATE = "3/minute"
+    try:
+        till = till_create()
+        codes = [till.get("members/lookup", card="1").status_code for _ in range(4)]
+        assert codes == [404, 404, 404, 429]
+        # The count is in Redis, where every web process reads it, not in this process:
+        # emptying Redis gives the terminal its allowance back.
+        assert any(b"throttle_terminal_" in key for key in server.keys())
+        server.flushdb()
+        assert till.get("members/lookup", card="1").status_code == 404
+    finally:
+        server.flushdb()

@@ -36,3 +36,13 @@ def test_email_url_smtp_with_credentials() -> None:
 def test_email_url_with_an_unknown_scheme_is_refused() -> None:
     with pytest.raises(ImproperlyConfigured, match="EMAIL_URL"):
         site_settings.email_settings("pigeon://coop")
+
+
+def test_cache_url_gives_redis_or_this_process_memory_and_refuses_the_rest() -> None:
+    assert site_settings.cache_settings("redis://127.0.0.1:6379/3") == {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/3",
+    }
+    assert site_settings.cache_settings("")["BACKEND"].endswith("LocMemCache")
+    with pytest.raises(ImproperlyConfigured, match="CACHE_URL"):
+        site_settings.cache_settings("memcached://127.0.0.1:11211")
