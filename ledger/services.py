@@ -755,6 +755,9 @@ def points_hold(
 
 # --- Post and void ------------------------------------------------------------------------
 
+# Whether the expiry job already burned lot `l` (its transfer `expire:<lot>` exists).
+_BURNED = "EXISTS (SELECT 1 FROM ledger_transfer x WHERE x.reference = 'expire:' || l.id)"
+
 _POST_SQL = f"""
 WITH c AS (
     DELETE FROM ledger_openhold WHERE transfer_id = %(hold)s RETURNING transfer_id
@@ -813,12 +816,15 @@ def _resolve(
         if void:
             # Points go back to the lots they were taken from, except lots that expired
             # meanwhile: a lot past its expiry never gains points (I6); that part burns.
-            for lot_id, amount, expires_at in _fetch(
-                "SELECT al.lot_id, al.amount, l.expires_at FROM ledger_allocation al"
-                " JOIN ledger_lot l ON l.id = al.lot_id WHERE al.transfer_id = %s",
+            # A lot the expiry job already burned counts as expired whatever `now` says:
+            # this call may have read the clock before waiting for the job's lock.
+            for lot_id, amount, expires_at, burned in _fetch(
+                f"SELECT al.lot_id, al.amount, l.expires_at, {_BURNED}"
+                " FROM ledger_allocation al JOIN ledger_lot l ON l.id = al.lot_id"
+                " WHERE al.transfer_id = %s",
                 [hold.pk],
             ):
-                if expires_at is not None and expires_at <= now:
+                if burned or (expires_at is not None and expires_at <= now):
                     expired += amount
                 else:
                     lots.append(lot_id)
@@ -1141,16 +1147,16 @@ def _take_back(
     return Reversal(points=taken, shortfall=amount - taken, transfers=transfers, account=account)
 
 
-_RETURN_READ = """
+_RETURN_READ = f"""
 WITH done AS (
     SELECT COALESCE(sum(amount), 0) AS n FROM ledger_transfer
     WHERE reverses_id = %(transfer)s AND kind = 'refund_return'
 )
-SELECT done.n, s.lot_id, s.amount, s.expires_at FROM done LEFT JOIN LATERAL (
-    SELECT al.lot_id, sum(al.amount) AS amount, l.expires_at
+SELECT done.n, s.lot_id, s.amount, s.expires_at, s.burned FROM done LEFT JOIN LATERAL (
+    SELECT al.lot_id, sum(al.amount) AS amount, l.expires_at, {_BURNED} AS burned
     FROM ledger_allocation al JOIN ledger_lot l ON l.id = al.lot_id
     WHERE al.transfer_id = %(source)s
-    GROUP BY al.lot_id, l.expires_at
+    GROUP BY al.lot_id, l.id, l.expires_at
 ) s ON true
 ORDER BY s.expires_at DESC NULLS FIRST, s.lot_id DESC
 """
@@ -1206,7 +1212,7 @@ def _return_spent(
     lots: list[int] = []
     gives: list[int] = []
     fresh = 0
-    for _done, lot_id, allocated, expires_at in rows:
+    for _done, lot_id, allocated, expires_at, burned in rows:
         if lot_id is None or left == 0:
             break
         usable = allocated - min(skip, allocated)
@@ -1215,7 +1221,7 @@ def _return_spent(
         if give <= 0:
             continue
         left -= give
-        if expires_at is not None and expires_at <= now:
+        if burned or (expires_at is not None and expires_at <= now):  # see _resolve
             fresh += give
         else:
             lots.append(lot_id)

@@ -17,6 +17,7 @@ from ledger.services import (
     lots_expire,
     points_debit,
     points_hold,
+    transfer_reverse,
 )
 from tests.ledger.factories import ProgramFactory, balances, credit, member_create, ref
 
@@ -75,6 +76,44 @@ def test_points_held_past_their_lots_expiry_burn_when_the_hold_is_voided():
     assert balances(member) == (50, 0, 0)
     assert Transfer.objects.get(reference=f"expire:hold:{hold.pk}").amount == 50
     assert lots_expire(now=now + 2 * DAY).points == 0
+    assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db
+def test_a_void_that_waited_for_the_expiry_job_does_not_refill_the_lot_it_burned():
+    # The void read the clock, then waited for the account while the expiry job burned
+    # the lot: its points must burn too, not go back into a lot already expired.
+    member = member_create(ProgramFactory())
+    now = timezone.now()
+    lot_end = now - datetime.timedelta(seconds=2)  # passed by the time the job runs
+    credit(member, 50, expires_at=lot_end, now=now - DAY)
+    hold = points_hold(account_or_member=member, amount=30, reference=ref(), now=now - DAY)
+    assert lots_expire().points == 20  # what the hold did not take
+    stale = lot_end - datetime.timedelta(seconds=1)  # the void's clock before its wait
+    hold_void(hold=hold, reference=ref(), now=stale)
+    assert balances(member) == (0, 0, 0)
+    assert Lot.objects.get(account__member=member).remaining == 0
+    assert Transfer.objects.get(reference=f"expire:hold:{hold.pk}").amount == 30
+    assert lots_expire().lots == 0  # nothing refilled to burn a second time
+    assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db
+def test_a_refund_that_waited_for_the_expiry_job_returns_to_a_new_lot_not_the_burned_one():
+    member = member_create(ProgramFactory())
+    now = timezone.now()
+    lot_end = now - datetime.timedelta(seconds=2)
+    credit(member, 50, expires_at=lot_end, now=now - DAY)
+    spent = points_debit(account_or_member=member, amount=30, reference=ref(), now=now - DAY)
+    assert lots_expire().points == 20
+    stale = lot_end - datetime.timedelta(seconds=1)  # the refund's clock before its wait
+    transfer_reverse(transfer=spent, amount=30, reference=ref(), grace_days=7, now=stale)
+    burned = Lot.objects.get(account__member=member, transfer__kind="bonus")
+    assert burned.remaining == 0  # never refilled
+    fresh = Lot.objects.get(account__member=member, source="refund")
+    assert fresh.remaining == 30
+    assert balances(member) == (30, 0, 0)
+    assert lots_expire().lots == 0
     assert ledger_reconcile() == []
 
 
