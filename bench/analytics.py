@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from bench.common import insert_defaults, load_average
 
 SCRATCH = "bench_analytics_{members}_{purchases}"
 
@@ -44,10 +45,6 @@ def _scratch(keep: bool) -> Iterator[str]:
     finally:
         connections.close_all()
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=keep)
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class _PhaseClock:
@@ -97,50 +94,6 @@ class _PhaseClock:
                 setattr(services, name, fn)
 
 
-def _defaults(
-    model: Any, given: dict[str, str], bound: dict[str, Any] | None = None
-) -> tuple[list[str], list[str], list[Any]]:
-    """Columns, SQL expressions and parameters for an INSERT … SELECT.
-
-    `given` maps columns to expressions; `bound[column]` is the value of the one
-    "%s" in that column's expression. Other columns get their field's default.
-    """
-    bound = bound or {}
-    columns, expressions, params = [], [], []
-    for field in model._meta.concrete_fields:
-        if field.column in given:
-            columns.append(field.column)
-            expressions.append(given[field.column])
-            if field.column in bound:
-                params.append(bound[field.column])
-            continue
-        if field.primary_key and field.get_internal_type() in ("AutoField", "BigAutoField"):
-            continue
-        if (
-            getattr(field, "db_default", None) is not None
-            and field.db_default is not _not_provided()
-        ):
-            continue
-        if field.null:
-            continue
-        columns.append(field.column)
-        expressions.append("%s")
-        params.append(field.get_db_prep_save(field.get_default(), connection=_connection()))
-    return columns, expressions, params
-
-
-def _not_provided() -> Any:
-    from django.db.models.fields import NOT_PROVIDED
-
-    return NOT_PROVIDED
-
-
-def _connection() -> Any:
-    from django.db import connection
-
-    return connection
-
-
 def _timed(label: str, results: dict[str, float], fn: Any, *args: Any, **kwargs: Any) -> Any:
     began = time.perf_counter()
     value = fn(*args, **kwargs)
@@ -160,7 +113,7 @@ def _build(program: Any, members: int, purchases: int, first_day: dt.date, days:
     stores = list(Store.objects.filter(program=program).values_list("pk", flat=True))
     start = dt.datetime.combine(first_day, dt.time(8), tzinfo=dt.UTC)
     with transaction.atomic(), connection.cursor() as cursor:
-        cols, exprs, params = _defaults(
+        cols, exprs, params = insert_defaults(
             Member,
             {
                 "id": "gen_random_uuid()",
@@ -187,7 +140,7 @@ def _build(program: Any, members: int, purchases: int, first_day: dt.date, days:
         # Ledger: a points account per member and the base funding account.
         for kind, source in (("issued", "base"), ("redeemed", "")):
             Account.objects.get_or_create(program=program, kind=kind, source=source, member=None)
-        cols, exprs, params = _defaults(
+        cols, exprs, params = insert_defaults(
             Account,
             {
                 "program_id": str(int(program.pk)),
@@ -234,7 +187,7 @@ def _purchases(
             [program.pk],
         )
         cursor.execute("CREATE UNIQUE INDEX IF NOT EXISTS bench_members_rn ON bench_members (rn)")
-        cols, exprs, params = _defaults(
+        cols, exprs, params = insert_defaults(
             Purchase,
             {
                 "id": "gen_random_uuid()",
@@ -281,7 +234,7 @@ def _purchases(
             " WHERE p.program_id = %s AND p.created_at = now()",
             [program.pk],
         )
-        cols, exprs, params = _defaults(
+        cols, exprs, params = insert_defaults(
             Transfer,
             {
                 "reference": "'bench:' || p.id::text",
@@ -376,7 +329,7 @@ def _run(args: argparse.Namespace) -> int:
     first_day = today - dt.timedelta(days=args.days)
     results: dict[str, float] = {}
     print(f"Analytics benchmark: {args.members:,} members, {args.purchases:,} purchases ({code})")
-    print(f"  load average (1, 5, 15 min) at the start: {_load()}")
+    print(f"  load average (1, 5, 15 min) at the start: {load_average()}")
     if created or not Purchase.objects.filter(program=program).exists():
         _timed(
             "generate data (SQL bulk insert)",
@@ -459,7 +412,7 @@ def _run(args: argparse.Namespace) -> int:
         f"  CLV: {model.members:,} members, r={model.r:.3f} alpha={model.alpha:.2f} "
         f"a={model.a:.3f} b={model.b:.3f}; p={model.p:.2f} q={model.q:.2f} gamma={model.gamma:.1f}"
     )
-    print(f"  load average (1, 5, 15 min) at the end: {_load()}")
+    print(f"  load average (1, 5, 15 min) at the end: {load_average()}")
     print(json.dumps({"members": args.members, "purchases": args.purchases, **results}))
     return 0
 

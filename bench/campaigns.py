@@ -1,4 +1,5 @@
-"""Campaigns benchmark: python -m bench campaigns [--quotes N] [--members N] [--segment-members N].
+"""Campaigns benchmark: python -m bench campaigns [--quotes N] [--members N] [--segment-members N]
+[--backtest-purchases N].
 
 Measures the cost of campaigns on the till's quote path with 0, 10 and 50
 running campaigns (target: 50 campaigns cost at most 30 % of the rate with
@@ -10,6 +11,11 @@ none), in two ways:
 The campaigns are a realistic mix (categories, hours, weekdays, totals,
 segments, member limits, budgets), created through the services.
 Then a segment recalculation over --segment-members members (set-based SQL).
+With --backtest-purchases N, everything runs in a scratch database, and then a
+backtest of a draft campaign (extra percent on a category, a budget, a weekly
+limit per member) replays N purchases of the last 30 days (2-3 lines each, N/10
+members, built with set-based SQL) in this process, as the Celery job would.
+--quotes 0 leaves the quote rates out.
 """
 
 from __future__ import annotations
@@ -273,6 +279,234 @@ def _api_rate(program: Any, phones: list[str], quotes: int) -> float:
     return rate
 
 
+# --- backtest over N purchases (--backtest-purchases) -----------------------------
+
+# A grocery chain's mix: (category, weight in lines, price from, price to), roubles.
+CATEGORIES = (
+    ("dairy", 6, 60, 250),
+    ("bakery", 5, 30, 180),
+    ("produce", 6, 40, 300),
+    ("meat", 3, 250, 900),
+    ("beverages", 5, 50, 250),
+    ("snacks", 4, 40, 200),
+    ("household", 2, 100, 700),
+    ("personal_care", 2, 120, 800),
+    ("frozen", 2, 120, 500),
+    ("grocery", 5, 50, 350),
+    ("alcohol", 1, 300, 2000),
+    ("baby", 1, 200, 1500),
+)
+BACKTEST_SCRATCH = "bench_campaigns_backtest"
+BACKTEST_DAYS = 30
+
+
+def _backtest_build(purchases: int) -> Any:
+    """A program with purchases // 10 members and `purchases` completed purchases.
+
+    Spread over the last BACKTEST_DAYS days (less an hour at each end, so that
+    all of them are inside the backtest's period when it runs); 2 or 3 lines
+    each, categories weighted as above, 60 SKUs per category of which a few
+    sell most (random()^2), mostly one unit. Buyers are skewed (random()^2), and
+    each member's purchase count and first/last purchase moved as the till does.
+    """
+    from django.db import connection, transaction
+
+    from accounts.models import Member
+    from bench.common import insert_defaults
+    from pos.models import Purchase, PurchaseLine
+    from programs.models import Program, Store
+
+    program = Program.objects.create(
+        code="bench-backtest", name="Backtest benchmark", time_zone="Europe/Moscow"
+    )
+    stores = [
+        Store.objects.create(program=program, code=f"S{i}", name=f"Store {i}").pk
+        for i in range(1, 21)
+    ]
+    members = max(1, purchases // 10)
+    weighted = [i for i, c in enumerate(CATEGORIES, 1) for _ in range(c[1])]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cols, exprs, params = insert_defaults(
+            Member,
+            {
+                "id": "gen_random_uuid()",
+                "program_id": str(int(program.pk)),
+                "phone": "'+7988' || lpad(g::text, 7, '0')",
+                "registered_at": "now() - (30 + g %% 700) * interval '1 day'",
+                "store_id": f"(%s::bigint[])[1 + g %% {len(stores)}]",
+                "updated_at": "now()",
+            },
+            {"store_id": stores},
+        )
+        cursor.execute(
+            f"INSERT INTO accounts_member ({', '.join(cols)}) "
+            f"SELECT {', '.join(exprs)} FROM generate_series(1, {members}) AS g",
+            params,
+        )
+        cursor.execute(
+            "CREATE TEMP TABLE bt_members ON COMMIT DROP AS SELECT row_number() OVER "
+            "(ORDER BY id) AS rn, id FROM accounts_member WHERE program_id = %s",
+            [program.pk],
+        )
+        cursor.execute("CREATE UNIQUE INDEX ON bt_members (rn)")
+        cursor.execute(
+            "CREATE TEMP TABLE bt_categories (i int PRIMARY KEY, cat text, low numeric,"
+            " high numeric) ON COMMIT DROP"
+        )
+        cursor.executemany(
+            "INSERT INTO bt_categories VALUES (%s, %s, %s, %s)",
+            [(i, c[0], c[2], c[3]) for i, c in enumerate(CATEGORIES, 1)],
+        )
+        cursor.execute(
+            f"""
+            CREATE TEMP TABLE bt_purchases ON COMMIT DROP AS
+            SELECT s.g, gen_random_uuid() AS id, m.id AS member_id,
+                   (%s::bigint[])[1 + s.g %% {len(stores)}] AS store_id,
+                   now() - interval '1 hour' - random() * interval '{BACKTEST_DAYS - 1} days'
+                       - random() * interval '22 hours' AS purchased_at,
+                   2 + (random() < 0.5)::int AS n
+            FROM (SELECT g, 1 + floor({members} * random() ^ 2)::bigint AS rn
+                  FROM generate_series(1, {purchases}) AS g) AS s
+            JOIN bt_members m ON m.rn = s.rn
+            """,
+            [stores],
+        )
+        cursor.execute(
+            f"""
+            CREATE TEMP TABLE bt_lines ON COMMIT DROP AS
+            SELECT x.id AS purchase_id, x.k AS line_no, c.cat,
+                   upper(left(c.cat, 3)) || lpad((1 + floor(60 * random() ^ 2))::text, 3, '0')
+                       AS sku,
+                   x.qty,
+                   round((c.low + random()::numeric * (c.high - c.low)) * x.qty, 2) AS amount
+            FROM (SELECT p.id, k,
+                         (%s::int[])[1 + floor(random() * {len(weighted)})::int] AS ci,
+                         CASE WHEN random() < 0.8 THEN 1 WHEN random() < 0.7 THEN 2 ELSE 3 END
+                             AS qty
+                  FROM bt_purchases p CROSS JOIN LATERAL generate_series(1, p.n) AS k) AS x
+            JOIN bt_categories c ON c.i = x.ci
+            """,
+            [weighted],
+        )
+        cols, exprs, params = insert_defaults(
+            Purchase,
+            {
+                "id": "p.id",
+                "program_id": str(int(program.pk)),
+                "store_id": "p.store_id",
+                "member_id": "p.member_id",
+                "receipt_number": "'BT' || p.g::text",
+                "status": "'completed'",
+                "source": "'import'",
+                "total": "t.total",
+                "payable": "t.total",
+                "purchased_at": "p.purchased_at",
+                "created_at": "p.purchased_at",
+                "completed_at": "p.purchased_at",
+            },
+        )
+        cursor.execute(
+            f"INSERT INTO pos_purchase ({', '.join(cols)}) SELECT {', '.join(exprs)} "
+            "FROM bt_purchases p JOIN (SELECT purchase_id, sum(amount) AS total FROM bt_lines"
+            " GROUP BY purchase_id) AS t ON t.purchase_id = p.id",
+            params,
+        )
+        cols, exprs, params = insert_defaults(
+            PurchaseLine,
+            {
+                "purchase_id": "l.purchase_id",
+                "line_no": "l.line_no",
+                "sku": "l.sku",
+                "name": "l.sku",
+                "category": "l.cat",
+                "quantity": "l.qty",
+                "price": "round(l.amount / l.qty, 2)",
+                "amount": "l.amount",
+            },
+        )
+        cursor.execute(
+            f"INSERT INTO pos_purchaseline ({', '.join(cols)}) SELECT {', '.join(exprs)} "
+            "FROM bt_lines l",
+            params,
+        )
+        cursor.execute(
+            """
+            UPDATE accounts_member m SET purchase_count = f.n, first_purchase_at = f.first_at,
+                last_purchase_at = f.last_at
+            FROM (SELECT member_id, count(*) AS n, min(purchased_at) AS first_at,
+                         max(purchased_at) AS last_at
+                  FROM bt_purchases GROUP BY member_id) AS f
+            WHERE m.id = f.member_id
+            """
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE accounts_member; ANALYZE pos_purchase; ANALYZE pos_purchaseline")
+    return program
+
+
+def _rss_mb() -> float:
+    """The process's peak resident memory so far (getrusage maxrss, KB on Linux), in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _backtest(purchases: int) -> None:
+    """Build the history, then replay a realistic draft campaign over it in this process."""
+    from django.utils import timezone
+
+    from bench.common import load_average
+    from campaigns import backtest, services
+    from campaigns.models import Backtest, Campaign, LimitPeriod
+
+    print(f"backtest over {purchases:,} purchases; load average (1, 5, 15 min) {load_average()}")
+    started = time.perf_counter()
+    program = _backtest_build(purchases)
+    print(
+        f"  history built (SQL bulk insert): {time.perf_counter() - started:.1f} s; "
+        f"load average {load_average()}",
+        flush=True,
+    )
+    if backtest._source is None:
+        raise SystemExit("no receipts source registered: pos's AppConfig.ready() registers it")
+    # "Dairy week": 10 % extra on dairy lines, at most 3 times per member a week, with a
+    # budget of 2 points per purchase of the period (it runs out before the end).
+    campaign = services.campaign_save(
+        campaign=Campaign(
+            program=program,
+            name="Dairy week",
+            starts_at=timezone.now() + timedelta(days=1),
+            extra_percent=Decimal(10),
+            line_categories=["dairy"],
+            budget_points=2 * purchases,
+            limit_times=3,
+            limit_period=LimitPeriod.WEEK,
+        )
+    )
+    row = Backtest.objects.create(campaign=campaign, days=BACKTEST_DAYS)
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    backtest.backtest_run(backtest_id=row.pk)  # what campaigns.tasks.backtest_run_task calls
+    seconds = time.perf_counter() - started
+    row.refresh_from_db()
+    if row.state != Backtest.State.DONE:
+        raise SystemExit(f"backtest {row.state}: {row.error}")
+    r = row.result
+    print(
+        f"  replayed {r['receipts']:,} purchases in {seconds:.1f} s: "
+        f"{r['receipts'] / seconds:,.0f} purchases/s; peak memory {_rss_mb():.0f} MB "
+        f"(before the backtest {rss_before:.0f} MB); load average {load_average()}"
+    )
+    print(
+        f"  result: {r['members_matched']:,} members and {r['receipts_matched']:,} receipts "
+        f"matched, {r['points']:,} points ({r['money']} money) of a budget of "
+        f"{r['budget_points']:,}; without the budget {r['points_without_budget']:,} points; "
+        f"{r['receipts_limited']:,} receipts cut by the member limit, "
+        f"{r['receipts_over_budget']:,} refused by the budget; budget runs out on "
+        f"{r['budget_runs_out_on']}"
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench campaigns")
     parser.add_argument("--quotes", type=int, default=2000)
@@ -283,8 +517,30 @@ def main(argv: list[str]) -> int:
         default=0,
         help="also time a segment recalculation over this many members (e.g. 1000000)",
     )
+    parser.add_argument(
+        "--backtest-purchases",
+        type=int,
+        default=0,
+        help="also time a backtest over this many purchases (e.g. 1000000), in a scratch "
+        f"database ({BACKTEST_SCRATCH}, dropped at the end) where the rest runs too; "
+        "0: no backtest",
+    )
     args = parser.parse_args(argv)
-    _setup()
+    if not args.backtest_purchases:
+        _setup()
+        return _quotes(args)
+    from bench.common import django_setup, scratch_database
+
+    django_setup(scratch=BACKTEST_SCRATCH)
+    with scratch_database() as name:
+        print(f"scratch database {name} (dropped at the end)")
+        _quotes(args)
+        _backtest(args.backtest_purchases)
+    return 0
+
+
+def _quotes(args: argparse.Namespace) -> int:
+    """Quote rates with 0, 10 and 50 campaigns (none with --quotes 0), then the segment."""
     from django.conf import settings
 
     from accounts.models import Member
@@ -308,7 +564,7 @@ def main(argv: list[str]) -> int:
         base.setdefault(name, rate)
         return f"{name} {rate:7.0f}/s ({100 * (1 - rate / base[name]):5.1f} % slower)"
 
-    for n in (0, 10, 50):
+    for n in (0, 10, 50) if args.quotes else ():
         _set_running(program, campaigns, n)
         _till_rate(program, ids, 50)  # warm the cache and the connection
         parts = []

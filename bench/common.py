@@ -126,3 +126,40 @@ def table(rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells
     )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for printing beside the figures."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def insert_defaults(
+    model: Any, given: dict[str, str], bound: dict[str, Any] | None = None
+) -> tuple[list[str], list[str], list[Any]]:
+    """Columns, SQL expressions and parameters for an INSERT … SELECT.
+
+    `given` maps columns to expressions; `bound[column]` is the value of the one
+    "%s" in that column's expression. Other columns get their field's default.
+    """
+    from django.db import connection
+    from django.db.models.fields import NOT_PROVIDED
+
+    bound = bound or {}
+    columns, expressions, params = [], [], []
+    for field in model._meta.concrete_fields:
+        if field.column in given:
+            columns.append(field.column)
+            expressions.append(given[field.column])
+            if field.column in bound:
+                params.append(bound[field.column])
+            continue
+        if field.primary_key and field.get_internal_type() in ("AutoField", "BigAutoField"):
+            continue
+        if getattr(field, "db_default", None) is not None and field.db_default is not NOT_PROVIDED:
+            continue
+        if field.null:
+            continue
+        columns.append(field.column)
+        expressions.append("%s")
+        params.append(field.get_db_prep_save(field.get_default(), connection=connection))
+    return columns, expressions, params
