@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError
 
+from accounts import csv_bulk
 from accounts.cards import is_valid_ean13
 from accounts.models import Card, Channel, Consent, Member
 from accounts.selectors import consents_current
-from tests.accounts.csv_support import DATA, counts, program_with_store, run_import
+from tests.accounts.csv_support import DATA, counts, members_state, program_with_store, run_import
 from tests.accounts.factories import member_create
 
 pytestmark = pytest.mark.django_db
@@ -195,3 +196,39 @@ def test_an_unreadable_file_stops_with_a_message(tmp_path: Path) -> None:
 
     with pytest.raises(CommandError, match="The file has no column phone"):
         run_import(path, program)
+
+
+def test_written_in_small_steps_or_in_one_the_result_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = []
+    for n, chunk in enumerate((1_000_000, 2)):
+        monkeypatch.setattr(csv_bulk, "APPLY_CHUNK", chunk)
+        program = program_with_store(f"p{n}")
+        member_create(program, phone="+79125550001", first_name="Old")
+        run_import(DATA / "members_bad_rows.csv", program)
+        path = tmp_path / f"{n}.csv"
+        # Card numbers are unique across programs: each run has its own (compared as
+        # "issued" by members_state, like drawn ones).
+        path.write_text(
+            "phone,card_number,first_name,consent_personal_data,consent_marketing_sms\n"
+            f"+79125550001,LEG-{n}-1,New,1,0\n"
+            "+79125550002,,Second,1,1\n"
+            f"+79125550003,LEG-{n}-3,Third,1,\n"
+        )
+        run_import(path, program)
+        results.append(members_state(program))
+    assert results[0] == results[1]
+    assert len(results[0]) == 5
+
+
+def test_imported_members_get_time_ordered_ids_in_file_order(tmp_path: Path) -> None:
+    program = program_with_store()
+    path = tmp_path / "m.csv"
+    path.write_text("phone,consent_personal_data\n+79125550001,1\n+79125550002,1\n+79125550003,1\n")
+
+    run_import(path, program)
+
+    ids = [m.id for m in Member.objects.filter(program=program).order_by("phone")]
+    assert [i.version for i in ids] == [7, 7, 7]
+    assert ids == sorted(ids)
