@@ -42,8 +42,14 @@ class Member(models.Model):
         ANONYMISED = "anonymised", _("anonymised")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: the indexes below start with program (one index less to
+    # write per member, which a million-row import feels).
     program = models.ForeignKey(
-        Program, verbose_name=_("program"), on_delete=models.PROTECT, related_name="members"
+        Program,
+        verbose_name=_("program"),
+        on_delete=models.PROTECT,
+        related_name="members",
+        db_index=False,
     )
     phone = models.CharField(
         _("phone"), max_length=20, null=True, blank=True, help_text=_("E.164, e.g. +79123456789")
@@ -126,6 +132,7 @@ class Card(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # indexed where set (Meta): most cards were never replaced
     )
     issued_at = models.DateTimeField(_("issued at"), default=timezone.now)
     blocked_at = models.DateTimeField(_("blocked at"), null=True, blank=True)
@@ -142,6 +149,13 @@ class Card(models.Model):
                 name="accounts_card_one_active",
             ),
         ]
+        indexes = [
+            models.Index(
+                fields=["replaced_by"],
+                condition=Q(replaced_by__isnull=False),
+                name="accounts_card_replaced_by",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.number
@@ -156,7 +170,10 @@ class Consent(models.Model):
         MARKETING_EMAIL = "marketing_email", _("advertising by e-mail")
         THIRD_PARTY = "third_party", _("transfer to third parties")
 
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="consents")
+    # Indexed by accounts_consent_latest, which starts with member (Meta).
+    member = models.ForeignKey(
+        Member, on_delete=models.CASCADE, related_name="consents", db_index=False
+    )
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
     granted = models.BooleanField(_("granted"))
     channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
@@ -168,6 +185,7 @@ class Consent(models.Model):
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
+        db_index=False,  # indexed where set (Meta): tills, members and imports record none
     )
 
     class Meta:
@@ -177,6 +195,11 @@ class Consent(models.Model):
         indexes = [
             models.Index(
                 fields=["member", "kind", "-created_at", "-id"], name="accounts_consent_latest"
+            ),
+            models.Index(
+                fields=["created_by"],
+                condition=Q(created_by__isnull=False),
+                name="accounts_consent_recorded_by",
             ),
         ]
 
