@@ -14,6 +14,7 @@ from accounts.csv_format import (
     RowParser,
     escape_formula,
     open_binary,
+    plus7_valid,
     unescape_formula,
 )
 from accounts.phones import InvalidPhone, normalize_phone
@@ -148,3 +149,22 @@ def test_repeated_date_and_consent_cells_give_the_same_row_as_the_first_time() -
     first_line, again_line = first.copy_line().split("\t"), again.copy_line().split("\t")
     del first_line[5], again_line[5]  # a card number drawn for each row
     assert first_line[1:] == again_line[1:]
+
+
+def test_plus7_valid_is_libphonenumbers_answer_for_every_number_range() -> None:
+    """Every four-digit range of +7 (and every six-digit one where the patterns go
+    that deep: 930..., Kazakhstan's 7...), both ends and a random number of each."""
+    import phonenumbers
+
+    rng = random.Random(11)
+
+    def library(national: str) -> bool:
+        number = phonenumbers.PhoneNumber(country_code=7, national_number=int(national))
+        return phonenumbers.is_valid_number(number)
+
+    prefixes = [f"{p:04d}" for p in range(10**4)]
+    prefixes += [f"930{p:03d}" for p in range(1000)] + [f"7{p:05d}"[:6] for p in range(0, 10**5, 7)]
+    for prefix in prefixes:
+        rest = 10 - len(prefix)
+        for suffix in ("0" * rest, "9" * rest, f"{rng.randrange(10**rest):0{rest}d}"):
+            assert plus7_valid(prefix + suffix) == library(prefix + suffix), prefix + suffix
