@@ -546,6 +546,7 @@ def _enrolments_sync(
                 SELECT e.day, e.store_id, e.tier_id, -1
                 FROM analytics_enrol_changed c
                 JOIN analytics_memberenrolment e ON e.member_id = c.member_id
+                WHERE e.program_id = %(program)s
             ) AS moves
             GROUP BY 1, 2, 3
             HAVING SUM(n) <> 0
@@ -581,7 +582,8 @@ def _enrolments_sync(
         )
         cursor.execute(
             "DELETE FROM analytics_memberenrolment e USING analytics_enrol_changed c"
-            " WHERE e.member_id = c.member_id"
+            " WHERE e.member_id = c.member_id AND e.program_id = %(program)s",
+            args,
         )
         cursor.execute(
             """
@@ -998,11 +1000,16 @@ def aggregates_refresh(*, program: Program) -> dict[str, int]:
         else:
             since = watermark.seen_until - WATERMARK_OVERLAP
             zone = zoneinfo.ZoneInfo(program.time_zone)
+            # Changed members: updated (enrolled, edited, bought), or moved to another
+            # tier (pos moves tiers without touching updated_at, always with a TierChange).
             days = _enrolments_sync(
                 program,
                 "SELECT id AS member_id FROM accounts_member"
-                " WHERE program_id = %(program)s AND updated_at >= %(since)s",
-                {"since": since},
+                " WHERE program_id = %(program)s AND updated_at >= %(since)s"
+                " UNION ALL SELECT tc.member_id FROM pos_tierchange tc"
+                " JOIN accounts_member m ON m.id = tc.member_id"
+                " WHERE m.program_id = %(program)s AND tc.id > %(tierchange)s",
+                {"since": since, "tierchange": seen["tierchange"]},
             )
             stat_days = _touched_stat_days(program, since)
             for first, last in _ranges(stat_days):

@@ -101,7 +101,9 @@ class Shop:
     def enrol(self, when: dt.datetime) -> Member:
         member = member_create(self.program, registered_at=when, store=self.rng.choice(self.stores))
         if self.rng.random() < 0.5:
-            Member.objects.filter(pk=member.pk).update(tier=self.rng.choice(self.tiers))
+            tier = self.rng.choice(self.tiers)
+            Member.objects.filter(pk=member.pk).update(tier=tier)
+            member.tier_id = tier.pk
         self.members.append(member)
         return member
 
@@ -137,6 +139,20 @@ class Shop:
         for member in self.rng.sample(self.members, 10):
             self.credit(member, self.moment(self.first + dt.timedelta(days=20)))
 
+    def age(self) -> None:
+        """Make what happened so far old news for the job's watermark, as a day would.
+
+        Only times the aggregates do not count by are moved: when members were
+        updated, purchases created or completed.
+        """
+        day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        Member.objects.filter(program=self.program).update(updated_at=day_ago)
+        recent = Purchase.objects.filter(program=self.program, created_at__gt=day_ago)
+        recent.update(created_at=day_ago)
+        Purchase.objects.filter(program=self.program, completed_at__gt=day_ago).update(
+            completed_at=day_ago
+        )
+
     def night(self) -> None:
         """One day of activity as the job finds it the next night."""
         now = dt.datetime.now(dt.UTC)
@@ -154,12 +170,16 @@ class Shop:
         )
         refund_make(partial, partial.total / 4, now)
         refund_make(whole, whole.total, now)  # no longer a purchase: its month loses it
-        for member in self.rng.sample(self.members, 2):  # tier changes, logged and not
-            new_tier = self.rng.choice(self.tiers)
+        # Tier changes: pos moves a tier without touching updated_at (the TierChange
+        # row tells); an edit in the admin saves the member.
+        for member, touched in zip(self.rng.sample(self.members, 2), (False, True), strict=True):
+            new_tier = self.rng.choice([t for t in self.tiers if t.pk != member.tier_id])
             TierChange.objects.create(member=member, from_tier_id=member.tier_id,
                                       to_tier=new_tier, reason="window",
                                       created_at=hour_ago)  # fmt: skip
-            Member.objects.filter(pk=member.pk).update(tier=new_tier, updated_at=now)
+            Member.objects.filter(pk=member.pk).update(
+                tier=new_tier, **({"updated_at": now} if touched else {})
+            )
             member.tier_id = new_tier.pk
         edited = self.rng.choice(self.members)  # registration corrected: another month, store
         Member.objects.filter(pk=edited.pk).update(
@@ -183,6 +203,7 @@ def test_after_each_night_the_aggregates_equal_a_full_rebuild(seed: int) -> None
     assert _rows(shop.program) == _full_rebuild(shop.program, shop.first)
 
     for _night in range(2):
+        shop.age()
         shop.night()
         result = aggregates_refresh(program=shop.program)
         incremental = _rows(shop.program)
@@ -197,8 +218,7 @@ def test_a_night_with_nothing_new_changes_nothing() -> None:
     shop.history()
     aggregates_refresh(program=shop.program)
     before = _rows(shop.program)
-    # Enrolments happened "now" in this test; make them old news for the watermark.
-    Member.objects.update(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    shop.age()
 
     result = aggregates_refresh(program=shop.program)
 
@@ -216,7 +236,7 @@ def test_a_watermark_of_the_older_layout_makes_the_next_run_a_full_build() -> No
     # As an older version left it: no enrolment table, no layout in the ids.
     MemberEnrolment.objects.filter(program=shop.program).delete()
     Watermark.objects.filter(program=shop.program).update(seen_ids={"transfer": 0})
-    Member.objects.update(updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    shop.age()
 
     aggregates_refresh(program=shop.program)
 
