@@ -6,10 +6,18 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.models import Member
 from campaigns.models import CampaignUse
 from ledger.models import Lot
 from tests.campaigns.factories import running_campaign
-from tests.pos.factories import card_of, member_create, program_create, receipt, till_create
+from tests.pos.factories import (
+    card_of,
+    member_create,
+    program_create,
+    receipt,
+    tiers_create,
+    till_create,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -60,15 +68,16 @@ def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
     from pos.selectors import receipts_for_backtest
 
     program = program_create()
+    base, _silver = tiers_create(program)
     till = till_create(program=program)
     member = member_create(program=program)
+    Member.objects.filter(pk=member.pk).update(tier=base)
     sold = till.post("purchases", receipt("100.00", "50.00", member={"card": card_of(member)}))
-    member.refresh_from_db()
     got = list(receipts_for_backtest(program, timezone.now() - datetime.timedelta(days=1)))
     assert len(got) == 1
     assert got[0]["member_id"] == str(member.pk) and got[0]["total"] == Decimal("150.00")
     # The tier the member had at the purchase, so tier audiences replay as they were.
-    assert got[0]["tier_id"] == member.tier_id
+    assert got[0]["tier_id"] == base.pk
     assert got[0]["reference"] == sold.json()["id"]
     assert [x["base_points"] for x in got[0]["lines"]] == [Fraction(5), Fraction(5, 2)]
 
