@@ -73,6 +73,7 @@ __all__ = [
     "Reversal",
     "ReversalExceeds",
     "account_lock",
+    "account_mark_locked",
     "adjustment_approve",
     "adjustment_reject",
     "adjustment_request",
@@ -265,8 +266,7 @@ def _account_from_row(row: tuple[Any, ...], member: Member | None) -> Account:
     account._state.db = "default"
     if member is not None:
         account.member = member
-    account._ledger_locked = True  # type: ignore[attr-defined]
-    return account
+    return account_mark_locked(account)
 
 
 _LOCK_SQL = (
@@ -294,11 +294,31 @@ def _lock(account_or_member: AccountOrMember) -> Account:
     return _lock_and_run(account_or_member, None, {})[0]
 
 
+def _transaction_mark() -> object:
+    """An object that lives as long as the row locks taken so far in this transaction.
+
+    Django gives the connection a new ``run_on_commit`` list when the transaction
+    commits or rolls back, and when a savepoint rolls back (which releases the row
+    locks taken after it), so the list itself marks "these locks are still held".
+    """
+    return connection.run_on_commit
+
+
+def account_mark_locked(account: Account) -> Account:
+    """Note that this transaction holds the row lock of ``account`` (the services skip theirs).
+
+    For callers that lock the account row in their own SQL. The note is void once the
+    transaction ends: an ``Account`` kept beyond it is locked again on its next use.
+    """
+    account._ledger_locked = _transaction_mark()  # type: ignore[attr-defined]
+    return account
+
+
 def _is_locked(account_or_member: AccountOrMember) -> bool:
     return (
         isinstance(account_or_member, Account)
-        and getattr(account_or_member, "_ledger_locked", False)
         and connection.in_atomic_block
+        and getattr(account_or_member, "_ledger_locked", None) is _transaction_mark()
     )
 
 

@@ -48,9 +48,7 @@ def locked_account(member: MemberState, program_id: int) -> Account:
     )
     account._state.adding = False
     account._state.db = "default"
-    # The ledger's marker for "locked in this transaction" (ledger.services._lock).
-    account._ledger_locked = True  # type: ignore[attr-defined]
-    return account
+    return ledger.account_mark_locked(account)
 
 
 def _sync(member: MemberState, account: Account) -> None:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ledger.models import Account, Transfer
@@ -21,6 +21,7 @@ from ledger.services import (
     HoldNotOpen,
     InsufficientPoints,
     LedgerBusy,
+    account_lock,
     hold_post,
     hold_void,
     ledger_reconcile,
@@ -83,6 +84,63 @@ class _BalanceWatcher(threading.Thread):
                 self.lowest = value if self.lowest is None else min(self.lowest, value)
         finally:
             connection.close()
+
+
+class _OtherTill(threading.Thread):
+    """Another connection that locks the member's account and keeps it until released."""
+
+    def __init__(self, member: object) -> None:
+        super().__init__()
+        self.member = member
+        self.locked = threading.Event()
+        self.release = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic():
+                account_lock(self.member)
+                self.locked.set()
+                self.release.wait(5)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _OtherTill:
+        self.start()
+        assert self.locked.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.join()
+
+
+def test_an_account_kept_from_an_ended_transaction_is_locked_again(settings):
+    """A hold's account object outlives the hold's transaction; voiding it later must lock again."""
+    settings.LEDGER_LOCK_TIMEOUT_MS = 200
+    member = member_create(ProgramFactory())
+    credit(member, 50)
+    hold = points_hold(account_or_member=member, amount=10, reference="kept:hold")
+    with _OtherTill(member), pytest.raises(LedgerBusy):
+        hold_void(hold=hold, reference="kept:void")
+    assert balances(member) == (40, 0, 10)
+    hold_void(hold=hold, reference="kept:void")
+    assert balances(member) == (50, 0, 0)
+
+
+def test_a_lock_rolled_back_with_its_savepoint_is_taken_again(settings):
+    settings.LEDGER_LOCK_TIMEOUT_MS = 200
+    member = member_create(ProgramFactory())
+    credit(member, 50)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                account = account_lock(member)
+                raise RuntimeError("roll the savepoint back, and the row lock with it")
+        except RuntimeError:
+            pass
+        with _OtherTill(member), pytest.raises(LedgerBusy):
+            points_debit(account_or_member=account, amount=5, reference="sp:debit")
+    assert balances(member) == (50, 0, 0)
 
 
 def test_two_hundred_cashiers_spending_one_point_each_from_a_hundred(settings):
