@@ -1,5 +1,7 @@
 """python -m bench members [--sizes 100000,1000000] [--admin-rows 100000] [--untuned-rows 2000]
 
+(--admin-rows 0 skips the admin path, --untuned-rows 0 its untuned default.)
+
 Member CSV import, in a scratch database (created, migrated, dropped):
 
 1. Generates realistic member files (bench/members_data.py): the first size
@@ -164,72 +166,74 @@ def main(argv: list[str]) -> int:
                     )
                     print(rows[-1], flush=True)
 
-            # The admin path gets a file of its own (other card numbers), same shape.
-            path, size, _russian = files[0]
-            path = members_csv_write(folder / "admin.csv", size, russian=True, seed=size + 1)
-            admin_rows = min(args.admin_rows, size)
-            _program("bench-admin")
-            wall, peak, out = _child(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.members_admin_run",
-                    str(path),
-                    "bench-admin",
-                    "--rows",
-                    str(admin_rows),
-                ]
-            )
-            tuned = json.loads(out.strip().splitlines()[-1])
-            rows.append(
-                [
-                    "admin preview (dry run)",
-                    admin_rows,
-                    f"{tuned['preview_s']:.1f}",
-                    f"{admin_rows / tuned['preview_s']:,.0f}",
-                    f"{peak:.0f}",
-                    "-",
-                    "",
-                ]
-            )
-            rows.append(
-                [
-                    "admin import (confirm)",
-                    admin_rows,
-                    f"{tuned['import_s']:.1f}",
-                    f"{admin_rows / tuned['import_s']:,.0f}",
-                    f"{peak:.0f}",
-                    "-",
-                    f"created {tuned.get('created')}",
-                ]
-            )
-            _program("bench-untuned")
-            wall, peak, out = _child(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.members_admin_run",
-                    str(path),
-                    "bench-untuned",
-                    "--untuned",
-                    "--rows",
-                    str(args.untuned_rows),
-                ]
-            )
-            untuned = json.loads(out.strip().splitlines()[-1])
-            untuned_rate = untuned["rows"] / untuned["import_s"]
-            tuned_rate = admin_rows / tuned["import_s"]
-            rows.append(
-                [
-                    f"admin, untuned default (first {untuned['rows']} rows)",
-                    untuned["rows"],
-                    f"{untuned['import_s']:.1f}",
-                    f"{untuned_rate:,.0f}",
-                    f"{peak:.0f}",
-                    "-",
-                    f"tuned is {tuned_rate / untuned_rate:.0f}× faster",
-                ]
-            )
+            if args.admin_rows > 0:  # 0: the bulk path only
+                # The admin path gets a file of its own (other card numbers), same shape.
+                path, size, _russian = files[0]
+                path = members_csv_write(folder / "admin.csv", size, russian=True, seed=size + 1)
+                admin_rows = min(args.admin_rows, size)
+                _program("bench-admin")
+                wall, peak, out = _child(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.members_admin_run",
+                        str(path),
+                        "bench-admin",
+                        "--rows",
+                        str(admin_rows),
+                    ]
+                )
+                tuned = json.loads(out.strip().splitlines()[-1])
+                rows.append(
+                    [
+                        "admin preview (dry run)",
+                        admin_rows,
+                        f"{tuned['preview_s']:.1f}",
+                        f"{admin_rows / tuned['preview_s']:,.0f}",
+                        f"{peak:.0f}",
+                        "-",
+                        "",
+                    ]
+                )
+                rows.append(
+                    [
+                        "admin import (confirm)",
+                        admin_rows,
+                        f"{tuned['import_s']:.1f}",
+                        f"{admin_rows / tuned['import_s']:,.0f}",
+                        f"{peak:.0f}",
+                        "-",
+                        f"created {tuned.get('created')}",
+                    ]
+                )
+            if args.admin_rows > 0 and args.untuned_rows > 0:
+                _program("bench-untuned")
+                wall, peak, out = _child(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.members_admin_run",
+                        str(path),
+                        "bench-untuned",
+                        "--untuned",
+                        "--rows",
+                        str(args.untuned_rows),
+                    ]
+                )
+                untuned = json.loads(out.strip().splitlines()[-1])
+                untuned_rate = untuned["rows"] / untuned["import_s"]
+                tuned_rate = admin_rows / tuned["import_s"]
+                rows.append(
+                    [
+                        f"admin, untuned default (first {untuned['rows']} rows)",
+                        untuned["rows"],
+                        f"{untuned['import_s']:.1f}",
+                        f"{untuned_rate:,.0f}",
+                        f"{peak:.0f}",
+                        "-",
+                        f"tuned is {tuned_rate / untuned_rate:.0f}× faster",
+                    ]
+                )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print()

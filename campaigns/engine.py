@@ -31,7 +31,7 @@ from math import gcd
 
 from django.utils.translation import gettext as _
 
-from programs.earning import CampaignEarning, ReceiptFacts, Rules
+from programs.earning import CampaignEarning, ReceiptFacts, Rules, spread_numerators
 
 HUNDRED = Fraction(100)
 
@@ -424,18 +424,6 @@ def _cap(values: list[int], scale: _Scale, cap: int) -> None:
     values[:] = [v * cap * scale.d // total for v in values]
 
 
-def _spread(total: int, numerators: Sequence[int], d: int) -> list[int]:
-    """programs.earning.spread_exact on numerators over `d` (the same rule, in ints)."""
-    parts = [n // d for n in numerators]
-    left = total - sum(parts)
-    if left < 0 or left > len(parts):
-        raise ValueError("total does not fit the exact shares")
-    order = sorted(range(len(parts)), key=lambda i: numerators[i] - parts[i] * d, reverse=True)
-    for i in order[:left]:
-        parts[i] += 1
-    return parts
-
-
 # --- evaluation ------------------------------------------------------------
 
 
@@ -524,8 +512,8 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
     else:
         line_exact = [sum(src[i] for src in sources) for i in range(len(lines))]
     total = sum(line_exact) // d
-    line_ints = _spread(total, line_exact, d) if lines else []
-    source_ints = _spread(total, [sum(src) for src in sources], d)
+    line_ints = spread_numerators(total, line_exact, d) if lines else []
+    source_ints = spread_numerators(total, [sum(src) for src in sources], d)
 
     breakdown: list[CampaignPoints] = []
     campaign_lines: dict[int, dict[int, int]] = {}
@@ -542,7 +530,7 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
                 expire_days=rule.expire_days,
             )
         )
-        shares = _spread(points, exact, d) if points else [0] * len(lines)
+        shares = spread_numerators(points, exact, d) if points else [0] * len(lines)
         campaign_lines[rule.campaign_id] = {
             line.line_no: share for line, share in zip(lines, shares, strict=True)
         }

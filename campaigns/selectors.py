@@ -236,17 +236,54 @@ def member_facts(
     )
 
 
-_FACTS_SQL = """
-SELECT m.tier_id, m.birth_date, m.registered_at, m.purchase_count,
-       ARRAY(SELECT sm.segment_id FROM campaigns_segmentmember sm
-              WHERE sm.member_id = m.id AND sm.segment_id = ANY(%s::bigint[])),
-       ARRAY(SELECT ARRAY[u.campaign_id, u.times, u.points] FROM campaigns_memberusage u
-              JOIN unnest(%s::bigint[], %s::text[]) AS w(campaign_id, win)
-                ON w.campaign_id = u.campaign_id AND w.win = u."window"
-              WHERE u.member_id = m.id)
-  FROM accounts_member m
- WHERE m.id = %s
+# The member's facts as columns of a row of accounts_member `m`; parameters: segment ids,
+# limited campaign ids, their current windows.
+_FACTS_COLUMNS = """
+m.tier_id, m.birth_date, m.registered_at, m.purchase_count,
+ARRAY(SELECT sm.segment_id FROM campaigns_segmentmember sm
+       WHERE sm.member_id = m.id AND sm.segment_id = ANY(%s::bigint[])),
+ARRAY(SELECT ARRAY[u.campaign_id, u.times, u.points] FROM campaigns_memberusage u
+       JOIN unnest(%s::bigint[], %s::text[]) AS w(campaign_id, win)
+         ON w.campaign_id = u.campaign_id AND w.win = u."window"
+       WHERE u.member_id = m.id)
 """
+
+
+def member_facts_columns(
+    *, zone: Any, rules: Sequence[engine.Rule], at: datetime
+) -> tuple[str, list[Any]]:
+    """The select list (member alias `m`) and parameters that read the facts the rules need.
+
+    For a query of the caller's that reads the member anyway (the till's quote): the
+    facts then cost no round trip of their own. Read them with `member_facts_from_row`.
+    """
+    local = at.astimezone(zone)
+    segments = sorted(set().union(*(r.segment_ids for r in rules))) if rules else []
+    limited = [r for r in rules if r.limit_times is not None or r.limit_points is not None]
+    params = [
+        segments,
+        [r.campaign_id for r in limited],
+        [limit_window(r.limit_period, local) for r in limited],
+    ]
+    return _FACTS_COLUMNS, params
+
+
+def member_facts_from_row(
+    row: Sequence[Any], *, member_id: Any, zone: Any, next_expiry: tuple[int, date] | None = None
+) -> engine.MemberFacts:
+    """MemberFacts from the columns of `member_facts_columns`."""
+    tier_id, birth_date, registered_at, purchase_count, segment_ids, usage_rows = row
+    return engine.MemberFacts(
+        member_id=str(member_id),
+        tier_id=tier_id,
+        segment_ids=frozenset(segment_ids or ()),
+        purchase_number=purchase_count + 1,
+        birth_date=birth_date,
+        registered_on=registered_at.astimezone(zone).date(),
+        usage={int(c): engine.Usage(times=int(t), points=int(p)) for c, t, p in usage_rows or ()},
+        expiring_points=next_expiry[0] if next_expiry else 0,
+        expiring_on=next_expiry[1] if next_expiry else None,
+    )
 
 
 def member_facts_load(
@@ -264,34 +301,15 @@ def member_facts_load(
     from django.db import connection
 
     zone = program_zone(program)
-    local = at.astimezone(zone)
-    segments = sorted(set().union(*(r.segment_ids for r in rules))) if rules else []
-    limited = [r for r in rules if r.limit_times is not None or r.limit_points is not None]
+    columns, params = member_facts_columns(zone=zone, rules=rules, at=at)
     with connection.cursor() as cursor:
         cursor.execute(
-            _FACTS_SQL,
-            [
-                segments,
-                [r.campaign_id for r in limited],
-                [limit_window(r.limit_period, local) for r in limited],
-                member_id,
-            ],
+            f"SELECT {columns} FROM accounts_member m WHERE m.id = %s", [*params, member_id]
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    tier_id, birth_date, registered_at, purchase_count, segment_ids, usage_rows = row
-    return engine.MemberFacts(
-        member_id=str(member_id),
-        tier_id=tier_id,
-        segment_ids=frozenset(segment_ids or ()),
-        purchase_number=purchase_count + 1,
-        birth_date=birth_date,
-        registered_on=registered_at.astimezone(zone).date(),
-        usage={int(c): engine.Usage(times=int(t), points=int(p)) for c, t, p in usage_rows or ()},
-        expiring_points=next_expiry[0] if next_expiry else 0,
-        expiring_on=next_expiry[1] if next_expiry else None,
-    )
+    return member_facts_from_row(row, member_id=member_id, zone=zone, next_expiry=next_expiry)
 
 
 _budgets_cache: dict[tuple[int, ...], tuple[float, dict[int, int]]] = {}

@@ -13,8 +13,9 @@ without the member model), so this takes ids and values, not models:
     result.rules                       -> pass to campaigns_reserve / payments_plan
 
 Cost: with no running campaign and no coupon, no query at all; otherwise one
-query for the member's facts, one more when a rule has a segment audience,
-member limits or a budget, one for coupons when some are presented.
+query for the member's facts when a rule reads more than the tier (none when
+the till read them with the member, see `facts_read`), one for budgets at most
+once a second, one for coupons when some are presented.
 """
 
 from __future__ import annotations
@@ -54,6 +55,33 @@ class TillResult:
 
 
 @dataclass(frozen=True)
+class FactsRead:
+    """Columns that read the member's facts along with the till's own member lookup.
+
+    `sql` is a select list over the member row `m`, `params` its parameters (they
+    come first in the query); pass the `rules` and the columns' values to
+    `campaign_step(facts=...)`.
+    """
+
+    rules: list[engine.Rule]
+    sql: str
+    params: list[Any]
+
+
+def facts_read(*, program_id: int, zone: Any, at: datetime) -> FactsRead | None:
+    """What a quote adds to its member lookup so the campaign step needs no query of its own.
+
+    None when no running rule reads more than the tier. Not for a purchase: the
+    facts must be read after the member's lock, in a statement of their own.
+    """
+    rules = selectors.active_rules(program_id, at)
+    if not any(_needs_facts(r) for r in rules):
+        return None
+    sql, params = selectors.member_facts_columns(zone=zone, rules=rules, at=at)
+    return FactsRead(rules=rules, sql=sql, params=params)
+
+
+@dataclass(frozen=True)
 class _MemberRef:
     """Enough of a member for filters (`member=`): its primary key."""
 
@@ -74,12 +102,14 @@ def campaign_step(
     next_expiry: tuple[int, date] | None = None,
     exclude: frozenset[int] = frozenset(),
     tier_id: int | bool | None = False,
+    facts: tuple[FactsRead, Sequence[Any]] | None = None,
 ) -> tuple[CampaignStep | None, TillResult]:
     """The campaign step for programs.earning.receipt_compute, and where its result lands.
 
     Pass the member's `tier_id` (None for no tier) when the till has it: when no
     running rule reads more (segments, limits, birthday, first/Nth purchase, new
-    members), the member's facts then cost no query.
+    members), the member's facts then cost no query. `facts`: what `facts_read`
+    gave and the values of its columns, when the till read them with the member.
     """
     result = TillResult()
     rules = selectors.active_rules(program_id, at)
@@ -90,7 +120,7 @@ def campaign_step(
         return None, result
     if tier_id is not False and not any(_needs_facts(r) for r in rules):
         # No running rule reads more than the tier the till already has: no query.
-        facts: engine.MemberFacts | None = engine.MemberFacts(
+        member_facts: engine.MemberFacts | None = engine.MemberFacts(
             member_id=str(member_id),
             tier_id=tier_id or None,
             segment_ids=frozenset(),
@@ -100,15 +130,19 @@ def campaign_step(
             expiring_points=next_expiry[0] if next_expiry else 0,
             expiring_on=next_expiry[1] if next_expiry else None,
         )
+    elif facts is not None and facts[0].rules == rules:
+        member_facts = selectors.member_facts_from_row(
+            facts[1], member_id=member_id, zone=zone, next_expiry=next_expiry
+        )
     else:
-        facts = selectors.member_facts_load(
+        member_facts = selectors.member_facts_load(
             program=_ProgramZone(program_id, zone),
             member_id=member_id,
             rules=rules,
             at=at,
             next_expiry=next_expiry,
         )
-    if facts is None:
+    if member_facts is None:
         return None, result
     found = (
         selectors.coupons_lookup(
@@ -122,7 +156,7 @@ def campaign_step(
         rules=rules,
         store_id=store_id,
         local_time=at.astimezone(zone),
-        member=facts,
+        member=member_facts,
         line_nos=list(line_nos),
         quantities=list(quantities),
         coupons=tuple(found),

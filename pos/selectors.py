@@ -34,6 +34,10 @@ class MemberState:
     available: int
     pending: int
     on_hold: int
+    # The values of the caller's `extra_columns`, when it asked for some.
+    extra: tuple[Any, ...] | None = None
+    # A quote's campaign facts read with the member: (campaigns.till.FactsRead, values).
+    campaign_facts: tuple[Any, tuple[Any, ...]] | None = None
 
     @property
     def balance(self) -> dict[str, int]:
@@ -45,6 +49,7 @@ SELECT m.id, m.first_name, m.phone, m.status, m.tier_id, m.qualifying_spend,
        (SELECT c.number FROM accounts_card c
          WHERE c.member_id = m.id AND c.status = 'active' LIMIT 1),
        a.id, COALESCE(a.available, 0), COALESCE(a.pending, 0), COALESCE(a.on_hold, 0)
+       {extra}
   FROM accounts_member m
   {join} ledger_account a ON a.member_id = m.id
  WHERE m.program_id = %s AND m.status <> 'anonymised' AND {where}
@@ -58,11 +63,14 @@ def member_state(
     phone: str | None = None,
     member_id: Any = None,
     lock: bool = False,
+    extra_columns: tuple[str, list[Any]] | None = None,
 ) -> MemberState | None:
     """The program's member by active card, phone (any local form) or id; None if unknown.
 
     With `lock`, the member's points account row is locked (FOR UPDATE): the
-    caller holds the member for the rest of its transaction.
+    caller holds the member for the rest of its transaction. `extra_columns`:
+    a select list over the member row `m` and its parameters, read in the same
+    statement into `.extra` (e.g. the campaigns' member facts for a quote).
     """
     if card is not None:
         number = clean_card_number(card)
@@ -87,13 +95,20 @@ def member_state(
         where = "m.id = %s"
     # FOR UPDATE cannot lock the nullable side of an outer join: a member without
     # a points account yet is not found here with `lock`, see pos.services._member_of.
-    sql = _MEMBER_SQL.format(where=where, join="JOIN" if lock else "LEFT JOIN")
+    extra_sql, extra_params = extra_columns or ("", [])
+    sql = _MEMBER_SQL.format(
+        where=where,
+        join="JOIN" if lock else "LEFT JOIN",
+        extra=f", {extra_sql}" if extra_sql else "",
+    )
     if lock:
         sql += " FOR UPDATE OF a"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [program.id, param])
+        cursor.execute(sql, [*extra_params, program.id, param])
         row = cursor.fetchone()
-    return MemberState(*row) if row else None
+    if row is None:
+        return None
+    return MemberState(*row[:11], extra=tuple(row[11:]) if extra_sql else None)
 
 
 # The next expiry as one row value "(date, points)", for use as a scalar subquery.

@@ -156,6 +156,7 @@ def _campaigns_step(
         next_expiry=None,
         exclude=exclude,
         tier_id=member.tier_id if member else None,
+        facts=member.campaign_facts if member else None,
     )
     return CampaignRun(step=step, result=result)
 
@@ -192,7 +193,11 @@ def _member_lock(program: ProgramInfo, **found: Any) -> MemberState | None:
 
 
 def _member_of(
-    terminal: TerminalInfo, ref: dict[str, Any] | None, *, lock: bool
+    terminal: TerminalInfo,
+    ref: dict[str, Any] | None,
+    *,
+    lock: bool,
+    extra_columns: tuple[str, list[Any]] | None = None,
 ) -> MemberState | None:
     if not ref:
         return None
@@ -200,7 +205,7 @@ def _member_of(
     if lock:
         member = _member_lock(terminal.program, **found)
     else:
-        member = member_state(terminal.program, **found)
+        member = member_state(terminal.program, extra_columns=extra_columns, **found)
     if member is None:
         raise errors.MemberNotFound()
     if member.status != "active":
@@ -387,9 +392,24 @@ class Outcome:
 
 
 def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
-    """What this receipt would redeem and earn; changes nothing."""
-    member = _member_of(terminal, data.member, lock=False)
-    receipt, _run = _compute(terminal, member, data, timezone.now())
+    """What this receipt would redeem and earn; changes nothing.
+
+    The member's campaign facts are read with the member, in one statement (a
+    purchase reads them again after its lock, see campaigns.till.facts_read).
+    """
+    from campaigns.till import facts_read
+
+    program = terminal.program
+    now = timezone.now()
+    read = (
+        facts_read(program_id=program.id, zone=program.time_zone, at=now) if data.member else None
+    )
+    member = _member_of(
+        terminal, data.member, lock=False, extra_columns=(read.sql, read.params) if read else None
+    )
+    if member is not None and read is not None and member.extra is not None:
+        member.campaign_facts = (read, member.extra)
+    receipt, _run = _compute(terminal, member, data, now)
     expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
     return Outcome(receipt=receipt, member=member, expiry=expiry, lines=data.lines)
 

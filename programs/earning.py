@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from math import floor
+from math import floor, lcm
 
 KOPECK = Decimal("0.01")
 HUNDRED = Fraction(100)
@@ -59,6 +59,18 @@ def spread_exact(total: int, exact: Sequence[Fraction]) -> list[int]:
         raise ValueError("total does not fit the exact shares")
     # Sorting is stable: among equal remainders the earlier line comes first.
     order = sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+def spread_numerators(total: int, numerators: Sequence[int], d: int) -> list[int]:
+    """spread_exact for shares given as numerators over one denominator `d` (in ints)."""
+    parts = [n // d for n in numerators]
+    left = total - sum(parts)
+    if left < 0 or left > len(parts):
+        raise ValueError("total does not fit the exact shares")
+    order = sorted(range(len(parts)), key=lambda i: numerators[i] - parts[i] * d, reverse=True)
     for i in order[:left]:
         parts[i] += 1
     return parts
@@ -235,10 +247,14 @@ def receipt_compute(
             applied_campaigns[campaign_id] = extra.names.get(campaign_id, "")
         messages.extend(extra.messages)
 
-    line_exact = [sum((src[2][i] for src in sources), Fraction(0)) for i in range(len(lines))]
-    earned = floor(sum(line_exact, Fraction(0)))
-    earned_lines = spread_exact(earned, line_exact)
-    source_points = spread_exact(earned, [sum(src[2], Fraction(0)) for src in sources])
+    # The same exact sums in integers over one common denominator (Fraction additions
+    # normalise at every step; with dozens of campaigns they were most of a quote's arithmetic).
+    d = lcm(*(x.denominator for src in sources for x in src[2]))
+    numerators = [[x.numerator * (d // x.denominator) for x in src[2]] for src in sources]
+    line_exact = [sum(column) for column in zip(*numerators, strict=True)]
+    earned = sum(line_exact) // d
+    earned_lines = spread_numerators(earned, line_exact, d)
+    source_points = spread_numerators(earned, [sum(n) for n in numerators], d)
     breakdown = [
         EarnPart(source=src[0], campaign_id=src[1], points=p)
         for src, p in zip(sources, source_points, strict=True)
