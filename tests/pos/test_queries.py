@@ -66,3 +66,35 @@ def test_a_purchase_is_the_same_statements_after_one_or_a_thousand_purchases(set
     assert counts[0] == counts[1]
     # savepoint + release (the test's transaction), then the purchase itself
     assert counts[0] <= 14, counts
+
+
+def test_a_quote_reads_the_member_limits_with_the_member_in_one_statement(settings) -> None:  # type: ignore[no-untyped-def]
+    """With a limited campaign running, the quote's member lookup brings the facts along."""
+    from tests.campaigns.factories import running_campaign
+
+    settings.CAMPAIGN_RULES_CHECK_SECONDS = 3600
+    program = program_create()
+    till = till_create(program=program)
+    campaign = running_campaign(
+        program=program,
+        extra_percent=Decimal(10),
+        multiplier=None,
+        limit_times=1,
+        limit_period="day",
+    )
+    member = member_create(program=program)
+    body = receipt("1000.00", member={"card": card_of(member)})
+    till.post("purchases/quote", body)  # warm the per-process caches
+    with CaptureQueriesContext(connection) as ctx:
+        first = till.post("purchases/quote", body)
+    assert first.status_code == 200, first.content
+    assert [c["id"] for c in first.json()["campaigns"]] == [str(campaign.pk)]
+    reads = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(reads) == 1, reads  # the member, their card, account and campaign facts
+    assert "campaigns_memberusage" in reads[0]
+
+    assert till.post("purchases", {**body, "commit": True}).status_code == 201
+    again = till.post("purchases/quote", body)
+    # Today's one use is taken: the facts read with the member say so.
+    assert again.json()["campaigns"] == []
+    assert again.json()["earn"]["points"] < first.json()["earn"]["points"]
