@@ -298,11 +298,11 @@ def member_facts_load(
 
     `program` needs `.time_zone`; None when there is no such member.
     """
-    from django.db import connection
+    from loyalty_site.db import prepared_cursor
 
     zone = program_zone(program)
     columns, params = member_facts_columns(zone=zone, rules=rules, at=at)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM accounts_member m WHERE m.id = %s", [*params, member_id]
         )

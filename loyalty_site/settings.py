@@ -197,6 +197,11 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
     # Behind PgBouncer in transaction pooling, a cursor cannot outlive its
     # transaction: Django must not open server-side cursors outside one.
     db["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_PGBOUNCER", False)
+    # The till's hot statements are prepared on a connection from their Nth execution
+    # (loyalty_site.db); 0 turns it off, as does an old PgBouncer (see README).
+    threshold = env_int("DATABASE_PREPARE_THRESHOLD", 2, minimum=0)
+    if threshold and not db["DISABLE_SERVER_SIDE_CURSORS"]:
+        db.setdefault("OPTIONS", {})["prepare_threshold"] = threshold
     return db
 
 

@@ -17,6 +17,7 @@ from django.db import connection
 
 from accounts.cards import clean_card_number
 from accounts.phones import InvalidPhone, normalize_phone
+from loyalty_site.db import prepared_cursor
 from pos.auth import ProgramInfo
 from pos.models import Purchase
 
@@ -103,7 +104,7 @@ def member_state(
     )
     if lock:
         sql += " FOR UPDATE OF a"
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [*extra_params, program.id, param])
         row = cursor.fetchone()
     if row is None:
@@ -139,7 +140,7 @@ def next_expiry(account_id: int | None, tz: Any) -> dict[str, Any] | None:
     """The points that expire first and their date (in the program's zone), or None."""
     if account_id is None:
         return None
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_NEXT_EXPIRY_SQL, {"account": account_id, "tz": str(tz)})
         row = cursor.fetchone()
     return expiry_from_row(row[0]) if row else None
