@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
-from math import gcd
+from math import gcd, lcm
 
 from django.utils.translation import gettext as _
 
@@ -348,21 +348,25 @@ class _Lines:
     base: list[tuple[int, int]]
 
 
-def _pair(value: Fraction) -> tuple[int, int]:
-    return value.numerator, value.denominator
+def _pair(value: Fraction | Decimal | int) -> tuple[int, int]:
+    """(numerator, denominator) in lowest terms, without building a Fraction."""
+    return value.as_integer_ratio()
 
 
 def _lines_of(receipt: Receipt) -> _Lines:
-    per_point = Fraction(receipt.point_value)
+    p_num, p_den = _pair(receipt.point_value)
+    earn_per_point = []
+    for x in receipt.lines:
+        a_num, a_den = _pair(x.earn_amount)
+        num, den = a_num * p_den, a_den * p_num  # the amount over the point value
+        g = gcd(num, den)
+        earn_per_point.append((num // g, den // g))
     return _Lines(
-        earn_per_point=[_pair(Fraction(x.earn_amount) / per_point) for x in receipt.lines],
-        amount=[_pair(Fraction(x.amount)) for x in receipt.lines],
-        quantity=[_pair(Fraction(x.quantity)) for x in receipt.lines],
-        base=[_pair(Fraction(x.base_points)) for x in receipt.lines],
+        earn_per_point=earn_per_point,
+        amount=[_pair(x.amount) for x in receipt.lines],
+        quantity=[_pair(x.quantity) for x in receipt.lines],
+        base=[_pair(x.base_points) for x in receipt.lines],
     )
-
-
-ZERO = Fraction(0)
 
 
 def _add_product(
@@ -390,9 +394,15 @@ def _campaign_ints(rule: Rule, receipt: Receipt, vals: _Lines, scale: _Scale) ->
     if rule.fixed_points:
         # A receipt bonus is carried by the lines it rewards, in proportion to their
         # amounts, so a refund of those lines takes its share back.
-        weight_sum = sum((Fraction(*vals.amount[i]) for i in range(len(lines)) if touched[i]), ZERO)
-        if weight_sum > 0:
-            share = _pair(Fraction(rule.fixed_points) / weight_sum)
+        # The touched lines' amounts over their common denominator: weight_sum = w / den.
+        den = lcm(*(vals.amount[i][1] for i in range(len(lines)) if touched[i]))
+        w = sum(
+            vals.amount[i][0] * (den // vals.amount[i][1]) for i in range(len(lines)) if touched[i]
+        )
+        if w > 0:
+            num = rule.fixed_points * den  # fixed_points / weight_sum, in lowest terms
+            g = gcd(num, w)
+            share = (num // g, w // g)
             for i in range(len(lines)):
                 if touched[i]:
                     _add_product(out, scale, i, vals.amount[i], share)
@@ -502,9 +512,9 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
     lines = receipt.lines
     base = scale.keep([0] * len(lines))
     for i, line in enumerate(lines):
-        b = Fraction(line.base_points)
-        if b:
-            base[i] = b.numerator * scale.fit(b.denominator)
+        b_num, b_den = _pair(line.base_points)
+        if b_num:
+            base[i] = b_num * scale.fit(b_den)
     d = scale.d
     sources = [base] + [exact for _rule, exact in chosen]
     if len(sources) == 1:
@@ -663,7 +673,8 @@ def earning_step(
         if result is not None:
             result.evaluation = evaluation
         return CampaignEarning(
-            per_campaign={str(cid): exact for cid, exact in evaluation.exact.items()},
+            per_campaign={str(c): ns for c, ns in evaluation.exact_numerators.items()},
+            denominator=evaluation.denominator,
             names={str(p.campaign_id): p.name for p in evaluation.breakdown},
             messages=list(evaluation.messages),
         )

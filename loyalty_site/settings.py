@@ -201,7 +201,11 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
     # (loyalty_site.db); 0 turns it off, as does an old PgBouncer (see README).
     threshold = env_int("DATABASE_PREPARE_THRESHOLD", 2, minimum=0)
     if threshold and not db["DISABLE_SERVER_SIDE_CURSORS"]:
-        db.setdefault("OPTIONS", {})["prepare_threshold"] = threshold
+        options = db.setdefault("OPTIONS", {})
+        options["prepare_threshold"] = threshold
+        # Plan them once, too: their parameters (a program, a phone, a member) never call
+        # for another plan, and re-planning each call was most of what preparing saves.
+        options["options"] = f"{options.get('options', '')} -c plan_cache_mode=force_generic_plan"
     return db
 
 

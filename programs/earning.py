@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from math import floor, lcm
+from typing import Any
 
 KOPECK = Decimal("0.01")
 HUNDRED = Fraction(100)
@@ -64,6 +65,14 @@ def spread_exact(total: int, exact: Sequence[Fraction]) -> list[int]:
     return parts
 
 
+def _numerators(values: Sequence[Fraction] | tuple[list[int], int]) -> tuple[list[int], int]:
+    """Exact values as (numerators, their common denominator)."""
+    if isinstance(values, tuple):
+        return values
+    d = lcm(*(x.denominator for x in values))
+    return [x.numerator * (d // x.denominator) for x in values], d
+
+
 def spread_numerators(total: int, numerators: Sequence[int], d: int) -> list[int]:
     """spread_exact for shares given as numerators over one denominator `d` (in ints)."""
     parts = [n // d for n in numerators]
@@ -104,12 +113,15 @@ class CampaignEarning:
     """What campaigns add to a receipt: exact extra points per line, by campaign.
 
     `per_campaign` maps a campaign id to its exact extra points for each line
-    (same length as the lines); `names` and `messages` go to the result as is.
+    (same length as the lines): Fractions, or integer numerators over
+    `denominator` (what the campaigns engine computes in, no Fraction built);
+    `names` and `messages` go to the result as is.
     """
 
-    per_campaign: dict[str, list[Fraction]] = field(default_factory=dict)
+    per_campaign: dict[str, list[Fraction]] | dict[str, list[int]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    denominator: int = 1
 
 
 # The plug-in point for campaigns: receipt facts in, extra points out.
@@ -226,7 +238,7 @@ def receipt_compute(
     per_point = Fraction(rules.point_value) * HUNDRED * 100  # kopecks × percent per point
     base_rate = min(Fraction(rules.base_percent), Fraction(rules.rate_percent))
     tier_rate = Fraction(rules.rate_percent) - base_rate
-    sources: list[tuple[str, str | None, list[Fraction]]] = [
+    sources: list[tuple[str, str | None, Any]] = [
         ("base", None, [b * base_rate / per_point for b in bases])
     ]
     if tier_rate:
@@ -243,14 +255,19 @@ def receipt_compute(
             )
         )
         for campaign_id, per_line in extra.per_campaign.items():
-            sources.append(("campaign", campaign_id, [Fraction(x) for x in per_line]))
+            sources.append(
+                ("campaign", campaign_id, [Fraction(x) for x in per_line])
+                if extra.denominator == 1
+                else ("campaign", campaign_id, (list(per_line), extra.denominator))
+            )
             applied_campaigns[campaign_id] = extra.names.get(campaign_id, "")
         messages.extend(extra.messages)
 
-    # The same exact sums in integers over one common denominator (Fraction additions
+    # The exact sums in integers over one common denominator (Fraction additions
     # normalise at every step; with dozens of campaigns they were most of a quote's arithmetic).
-    d = lcm(*(x.denominator for src in sources for x in src[2]))
-    numerators = [[x.numerator * (d // x.denominator) for x in src[2]] for src in sources]
+    over = [_numerators(src[2]) for src in sources]
+    d = lcm(*(den for _nums, den in over))
+    numerators = [[n * (d // den) for n in nums] for nums, den in over]
     line_exact = [sum(column) for column in zip(*numerators, strict=True)]
     earned = sum(line_exact) // d
     earned_lines = spread_numerators(earned, line_exact, d)
