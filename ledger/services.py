@@ -58,6 +58,7 @@ from ledger.models import (
     Transfer,
 )
 from loyalty_site import metrics
+from loyalty_site.db import prepared_cursor
 from programs.models import Program
 
 __all__ = [
@@ -200,7 +201,7 @@ def _busy(exc: BaseException) -> bool:
 
 def _fetch(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
     try:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
     except OperationalError as exc:

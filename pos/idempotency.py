@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import connection
 
+from loyalty_site.db import prepared_cursor
 from pos.errors import IdempotencyKeyRequired, IdempotencyKeyReused, InvalidInput
 
 MAX_KEY_LENGTH = 255
@@ -61,7 +62,7 @@ def key_claim(
     lock timeout (another request with the key still running) propagates as
     the database error, which the view turns into 409 request_in_progress.
     """
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "INSERT INTO pos_idempotencykey (terminal_id, key, request_hash, created_at)"
             " SELECT %s, %s, %s, now()"
@@ -90,7 +91,7 @@ def key_claim(
 
 
 def key_store(*, key_id: int, status: int, body: bytes) -> None:
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "UPDATE pos_idempotencykey SET status_code = %s, response_body = %s WHERE id = %s",
             [status, body, key_id],

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from loyalty_site import metrics
+from loyalty_site.db import prepared_cursor
 from pos import errors, points
 from pos.auth import ProgramInfo, TerminalInfo, key_generate, key_hash, terminal_cache_clear
 from pos.models import Purchase, PurchaseLine, Refund, RefundLine, Terminal, TierChange
@@ -574,7 +575,7 @@ def _purchase_insert(purchase: Purchase, lines: list[PurchaseLine]) -> None:
         "l_earned_points": [x.earned_points for x in lines],
     }
     try:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_PURCHASE_INSERT, params)
     except IntegrityError as exc:
         if "pos_purchase_unique_receipt" in str(exc):
@@ -593,7 +594,7 @@ def _member_facts_add(
     ledger's changes made earlier in this transaction): one round trip less.
     """
     tz = str(program.time_zone)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             "UPDATE accounts_member SET purchase_count = purchase_count + 1,"
             " first_purchase_at = COALESCE(first_purchase_at, %(at)s),"
