@@ -54,15 +54,8 @@ def largest_remainder(total: int, weights: Sequence[Fraction | int]) -> list[int
 
 def spread_exact(total: int, exact: Sequence[Fraction]) -> list[int]:
     """Spread `total` (≤ Σ exact, ≥ Σ floors) over parts whose exact shares are given."""
-    parts = [floor(e) for e in exact]
-    left = total - sum(parts)
-    if left < 0 or left > len(parts):
-        raise ValueError("total does not fit the exact shares")
-    # Sorting is stable: among equal remainders the earlier line comes first.
-    order = sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)
-    for i in order[:left]:
-        parts[i] += 1
-    return parts
+    numerators, d = _numerators(exact)
+    return spread_numerators(total, numerators, d)
 
 
 def _numerators(values: Sequence[Fraction] | tuple[list[int], int]) -> tuple[list[int], int]:
@@ -79,6 +72,7 @@ def spread_numerators(total: int, numerators: Sequence[int], d: int) -> list[int
     left = total - sum(parts)
     if left < 0 or left > len(parts):
         raise ValueError("total does not fit the exact shares")
+    # Sorting is stable: among equal remainders the earlier part comes first.
     order = sorted(range(len(parts)), key=lambda i: numerators[i] - parts[i] * d, reverse=True)
     for i in order[:left]:
         parts[i] += 1
