@@ -59,8 +59,9 @@ class FactsRead:
     """Columns that read the member's facts along with the till's own member lookup.
 
     `sql` is a select list over the member row `m`, `params` its parameters (they
-    come first in the query); pass the `rules` and the columns' values to
-    `campaign_step(facts=...)`.
+    come first in the query). Pass it with the columns' values to
+    `campaign_step(facts=(read, values))`, which then evaluates the `rules` it
+    was read for.
     """
 
     rules: list[engine.Rule]
@@ -112,7 +113,8 @@ def campaign_step(
     gave and the values of its columns, when the till read them with the member.
     """
     result = TillResult()
-    rules = selectors.active_rules(program_id, at)
+    # Facts read with the member come with the rules they were read for.
+    rules = facts[0].rules if facts is not None else selectors.active_rules(program_id, at)
     result.rules = rules
     if member_id is None or (not rules and not coupons):
         if coupons:  # anonymous: codes cannot apply
@@ -130,7 +132,7 @@ def campaign_step(
             expiring_points=next_expiry[0] if next_expiry else 0,
             expiring_on=next_expiry[1] if next_expiry else None,
         )
-    elif facts is not None and facts[0].rules == rules:
+    elif facts is not None:
         member_facts = selectors.member_facts_from_row(
             facts[1], member_id=member_id, zone=zone, next_expiry=next_expiry
         )

@@ -35,8 +35,6 @@ class MemberState:
     available: int
     pending: int
     on_hold: int
-    # The values of the caller's `extra_columns`, when it asked for some.
-    extra: tuple[Any, ...] | None = None
     # A quote's campaign facts read with the member: (campaigns.till.FactsRead, values).
     campaign_facts: tuple[Any, tuple[Any, ...]] | None = None
 
@@ -64,14 +62,14 @@ def member_state(
     phone: str | None = None,
     member_id: Any = None,
     lock: bool = False,
-    extra_columns: tuple[str, list[Any]] | None = None,
+    campaign_facts: Any = None,
 ) -> MemberState | None:
     """The program's member by active card, phone (any local form) or id; None if unknown.
 
     With `lock`, the member's points account row is locked (FOR UPDATE): the
-    caller holds the member for the rest of its transaction. `extra_columns`:
-    a select list over the member row `m` and its parameters, read in the same
-    statement into `.extra` (e.g. the campaigns' member facts for a quote).
+    caller holds the member for the rest of its transaction. `campaign_facts`
+    (a campaigns.till.FactsRead) adds its columns to the same statement; they
+    come back in `.campaign_facts` for the campaign step.
     """
     if card is not None:
         number = clean_card_number(card)
@@ -96,20 +94,21 @@ def member_state(
         where = "m.id = %s"
     # FOR UPDATE cannot lock the nullable side of an outer join: a member without
     # a points account yet is not found here with `lock`, see pos.services._member_of.
-    extra_sql, extra_params = extra_columns or ("", [])
     sql = _MEMBER_SQL.format(
         where=where,
         join="JOIN" if lock else "LEFT JOIN",
-        extra=f", {extra_sql}" if extra_sql else "",
+        extra=f", {campaign_facts.sql}" if campaign_facts else "",
     )
     if lock:
         sql += " FOR UPDATE OF a"
+    params = [*campaign_facts.params, program.id, param] if campaign_facts else [program.id, param]
     with prepared_cursor() as cursor:
-        cursor.execute(sql, [*extra_params, program.id, param])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    return MemberState(*row[:11], extra=tuple(row[11:]) if extra_sql else None)
+    facts = (campaign_facts, tuple(row[11:])) if campaign_facts else None
+    return MemberState(*row[:11], campaign_facts=facts)
 
 
 # The next expiry as one row value "(date, points)", for use as a scalar subquery.

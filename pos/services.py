@@ -198,7 +198,7 @@ def _member_of(
     ref: dict[str, Any] | None,
     *,
     lock: bool,
-    extra_columns: tuple[str, list[Any]] | None = None,
+    campaign_facts: Any = None,
 ) -> MemberState | None:
     if not ref:
         return None
@@ -206,7 +206,7 @@ def _member_of(
     if lock:
         member = _member_lock(terminal.program, **found)
     else:
-        member = member_state(terminal.program, extra_columns=extra_columns, **found)
+        member = member_state(terminal.program, campaign_facts=campaign_facts, **found)
     if member is None:
         raise errors.MemberNotFound()
     if member.status != "active":
@@ -405,11 +405,7 @@ def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
     read = (
         facts_read(program_id=program.id, zone=program.time_zone, at=now) if data.member else None
     )
-    member = _member_of(
-        terminal, data.member, lock=False, extra_columns=(read.sql, read.params) if read else None
-    )
-    if member is not None and read is not None and member.extra is not None:
-        member.campaign_facts = (read, member.extra)
+    member = _member_of(terminal, data.member, lock=False, campaign_facts=read)
     receipt, _run = _compute(terminal, member, data, now)
     expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
     return Outcome(receipt=receipt, member=member, expiry=expiry, lines=data.lines)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from math import floor, lcm
-from typing import Any
 
 KOPECK = Decimal("0.01")
 HUNDRED = Fraction(100)
@@ -58,10 +57,8 @@ def spread_exact(total: int, exact: Sequence[Fraction]) -> list[int]:
     return spread_numerators(total, numerators, d)
 
 
-def _numerators(values: Sequence[Fraction] | tuple[list[int], int]) -> tuple[list[int], int]:
+def _numerators(values: Sequence[Fraction]) -> tuple[list[int], int]:
     """Exact values as (numerators, their common denominator)."""
-    if isinstance(values, tuple):
-        return values
     d = lcm(*(x.denominator for x in values))
     return [x.numerator * (d // x.denominator) for x in values], d
 
@@ -232,11 +229,12 @@ def receipt_compute(
     per_point = Fraction(rules.point_value) * HUNDRED * 100  # kopecks × percent per point
     base_rate = min(Fraction(rules.base_percent), Fraction(rules.rate_percent))
     tier_rate = Fraction(rules.rate_percent) - base_rate
-    sources: list[tuple[str, str | None, Any]] = [
-        ("base", None, [b * base_rate / per_point for b in bases])
+    # Each source's exact points per line, as (numerators, their common denominator).
+    sources: list[tuple[str, str | None, tuple[list[int], int]]] = [
+        ("base", None, _numerators([b * base_rate / per_point for b in bases]))
     ]
     if tier_rate:
-        sources.append(("tier", None, [b * tier_rate / per_point for b in bases]))
+        sources.append(("tier", None, _numerators([b * tier_rate / per_point for b in bases])))
     applied_campaigns: dict[str, str] = {}
     messages: list[str] = []
     if campaigns is not None and earns:
@@ -249,19 +247,19 @@ def receipt_compute(
             )
         )
         for campaign_id, per_line in extra.per_campaign.items():
-            sources.append(
-                ("campaign", campaign_id, [Fraction(x) for x in per_line])
+            exact = (
+                _numerators([Fraction(x) for x in per_line])
                 if extra.denominator == 1
-                else ("campaign", campaign_id, (list(per_line), extra.denominator))
+                else (list(per_line), extra.denominator)
             )
+            sources.append(("campaign", campaign_id, exact))
             applied_campaigns[campaign_id] = extra.names.get(campaign_id, "")
         messages.extend(extra.messages)
 
     # The exact sums in integers over one common denominator (Fraction additions
     # normalise at every step; with dozens of campaigns they were most of a quote's arithmetic).
-    over = [_numerators(src[2]) for src in sources]
-    d = lcm(*(den for _nums, den in over))
-    numerators = [[n * (d // den) for n in nums] for nums, den in over]
+    d = lcm(*(den for _kind, _id, (_nums, den) in sources))
+    numerators = [[n * (d // den) for n in nums] for _kind, _id, (nums, den) in sources]
     line_exact = [sum(column) for column in zip(*numerators, strict=True)]
     earned = sum(line_exact) // d
     earned_lines = spread_numerators(earned, line_exact, d)
