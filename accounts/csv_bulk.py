@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import csv
 import datetime
+import multiprocessing
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, models, transaction
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.cards import card_number_candidate
@@ -152,8 +156,11 @@ class MemberImport:
         progress: Progress | None = None,
         total: int | None = None,
         wait_seconds: float | None = None,
+        workers: int = 1,
     ) -> None:
         self.program = program
+        # Processes that check rows while this one reads the file (see _copy_texts).
+        self.workers = workers
         self.by_id = getattr(by, "pk", None)
         self.progress = progress or _quiet
         self.total = total
@@ -207,22 +214,13 @@ class MemberImport:
                 """
             )
             done = 0
-            batch: list[str] = []
             statement = f"COPY {ROWS_TABLE} ({', '.join(STAGING_COLUMNS)}) FROM STDIN"
             with cursor.copy(statement) as copy:
-                # Line 1 is the header: row numbers are those a spreadsheet shows.
-                for line, cells in enumerate(rows, start=2):
-                    if not any(cells) or not any(cell_text(c).strip() for c in cells):
-                        continue  # blank lines carry no member
-                    batch.append(parser.parse(cells, line).copy_line())
-                    done += 1
-                    if len(batch) == COPY_BATCH:
-                        copy.write("".join(batch))
-                        batch.clear()
-                    if done % PROGRESS_EVERY == 0:
-                        self.progress(done, self.total, "reading")
-                if batch:
-                    copy.write("".join(batch))
+                for count, text in _copy_texts(parser, _batches(rows), self.workers):
+                    copy.write(text)
+                    if (done + count) // PROGRESS_EVERY > done // PROGRESS_EVERY:
+                        self.progress(done + count, self.total, "reading")
+                    done += count
             cursor.execute(f"ANALYZE {ROWS_TABLE}")
         self.staged = done
         self.timings["stage"] = time.perf_counter() - started
@@ -747,6 +745,79 @@ class MemberImport:
         return written
 
 
+def _batches(rows: Iterable[Sequence[Any]]) -> Iterator[list[tuple[int, Sequence[Any]]]]:
+    """The rows with their line numbers, COPY_BATCH at a time.
+
+    Line 1 is the header: row numbers are those a spreadsheet shows.
+    """
+    batch: list[tuple[int, Sequence[Any]]] = []
+    for numbered in enumerate(rows, start=2):
+        batch.append(numbered)
+        if len(batch) == COPY_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _copy_text(parser: RowParser, batch: list[tuple[int, Sequence[Any]]]) -> tuple[int, str]:
+    """(rows, COPY text) of a batch; blank lines carry no member and are left out."""
+    lines = [
+        parser.parse(cells, line).copy_line()
+        for line, cells in batch
+        if any(cells) and any(cell_text(c).strip() for c in cells)
+    ]
+    return len(lines), "".join(lines)
+
+
+def _copy_texts(
+    parser: RowParser, batches: Iterator[list[tuple[int, Sequence[Any]]]], workers: int
+) -> Iterator[tuple[int, str]]:
+    """(rows, COPY text) of each batch, in file order; checked by `workers` processes.
+
+    Checking rows is most of the reading time and runs in Python, one core at a
+    time: with workers > 1, forked processes check the batches while this one
+    reads the file and feeds COPY. At most two batches per worker are in
+    flight, so memory stays flat. The children only compute (no database:
+    the connection they inherit is never used there).
+    """
+    if workers <= 1:
+        for batch in batches:
+            yield _copy_text(parser, batch)
+        return
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_start,
+        initargs=(parser, translation.get_language()),
+    )
+    try:
+        pending: deque[Future[tuple[int, str]]] = deque()
+        for batch in batches:
+            pending.append(pool.submit(_worker_copy_text, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+_worker_parser: RowParser | None = None
+
+
+def _worker_start(parser: RowParser, language: str | None) -> None:
+    """In a child of _copy_texts: the parent's parser, and its language for the reasons."""
+    global _worker_parser
+    _worker_parser = parser
+    translation.activate(language or settings.LANGUAGE_CODE)
+
+
+def _worker_copy_text(batch: list[tuple[int, Sequence[Any]]]) -> tuple[int, str]:
+    assert _worker_parser is not None
+    return _copy_text(_worker_parser, batch)
+
+
 def _uuid7_sql() -> str:
     """SQL for a time-ordered UUID (version 7, RFC 9562) for each new member's id.
 
@@ -821,16 +892,17 @@ def members_import_stream(
     refused_out: IO[str] | None = None,
     progress: Progress | None = None,
     total: int | None = None,
+    workers: int = 1,
 ) -> ImportSummary:
     """Import a member CSV file (binary stream) into `program`, all or nothing.
 
     In a dry run nothing is written. Refused rows go to `refused_out` (a text
     file opened with newline=""), with their reasons. Raises FileFormatError
-    when the file as a whole cannot be read.
+    when the file as a whole cannot be read. `workers`: see MemberImport.
     """
     source = open_binary(stream)
     with transaction.atomic():
-        run = MemberImport(program=program, by=by, progress=progress, total=total)
+        run = MemberImport(program=program, by=by, progress=progress, total=total, workers=workers)
         run.stage(source.header, source.rows)
         summary = run.plan()
         summary.dry_run = dry_run

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError
+from django.utils import translation
 
 from accounts import csv_bulk
 from accounts.cards import is_valid_ean13
@@ -238,3 +239,28 @@ def test_imported_members_get_time_ordered_ids_in_file_order(tmp_path: Path) -> 
     millis = [i.int >> 80 for i in ids]
     assert millis == sorted(millis)
     assert abs(millis[0] - time.time() * 1000) < 60_000  # the import's time, not a random one
+
+
+def test_rows_checked_by_several_processes_give_the_same_members_and_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small batches: the file's rows are spread over both checking processes, and a
+    # blank line and the Russian reasons must come back in file order all the same.
+    monkeypatch.setattr(csv_bulk, "COPY_BATCH", 3)
+    source = (DATA / "members_bad_rows.csv").read_text(encoding="utf-8-sig")
+    header, first, *rest = source.splitlines()
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join([header, first, ",,,,,,,,", *rest]) + "\n", encoding="utf-8")
+    results = []
+    for workers in ("1", "2"):
+        program = program_with_store(f"w{workers}")
+        refused = tmp_path / f"refused-{workers}.csv"
+        with translation.override("ru"):
+            output = run_import(path, program, "--workers", workers, refused=refused)
+        results.append(
+            (output.replace(str(refused), ""), members_state(program), refused_rows(refused))
+        )
+    assert results[0] == results[1]
+    output, members, reasons = results[1]
+    assert len(members) > 0 and 2 not in reasons and 3 not in reasons  # line 3: blank
+    assert any("Согласие на обработку" in reason for reason in reasons.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from tqdm import tqdm
 from accounts.csv_bulk import count_lines, members_import_stream
 from accounts.csv_format import FileFormatError
 from programs.models import Program
+
+# Forking checkers pays from about this many rows on; more than a few do not keep up
+# with one reader and the database.
+PARALLEL_FROM = 20_000
+MAX_WORKERS = 4
 
 
 class Command(BaseCommand):
@@ -32,6 +38,12 @@ class Command(BaseCommand):
             type=Path,
             help="where to write the refused rows (default: PATH.refused.csv)",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            help="processes that check rows while the file is read (default: one per core, "
+            f"up to {MAX_WORKERS}, for files of {PARALLEL_FROM:,} rows or more; 1: none)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["path"]
@@ -43,6 +55,11 @@ class Command(BaseCommand):
         refused_path: Path = options["refused"] or path.with_name(path.name + ".refused.csv")
         with path.open("rb") as counting:
             total = count_lines(counting)
+        workers = options["workers"]
+        if workers is None:
+            workers = min(os.cpu_count() or 1, MAX_WORKERS) if total >= PARALLEL_FROM else 1
+        if workers < 1:
+            raise CommandError("--workers must be 1 or more.")
         bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, disable=None)
         phase = {"name": ""}
 
@@ -67,6 +84,7 @@ class Command(BaseCommand):
                     refused_out=refused_out,
                     progress=progress,
                     total=total,
+                    workers=workers,
                 )
         except FileFormatError as error:
             refused_path.unlink(missing_ok=True)
