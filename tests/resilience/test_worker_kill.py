@@ -107,6 +107,35 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
     return {name: pg_execute(url, sql) for name, sql in SNAPSHOT.items()}
 
 
+def _outbox_unsettled_set_aside(
+    killed: dict[str, list[tuple[Any, ...]]], clean: dict[str, list[tuple[Any, ...]]], url: str
+) -> None:
+    """Take out of both snapshots the message a kill left with the provider, unanswered.
+
+    A kill between handing a message to the provider and storing its answer
+    leaves it queued with `sent_at` set, and campaigns.messaging never sends it
+    again on a guess (a second SMS costs twice and annoys the member): after
+    SENDING_TIMEOUT it is marked failed for support to check. That is the one
+    difference the design allows, for at most the one message the killed
+    process was sending, which the clean run sent once.
+    """
+    in_flight = {
+        reference
+        for (reference,) in pg_execute(
+            url,
+            "SELECT reference FROM campaigns_outboxmessage "
+            "WHERE state = 'queued' AND sent_at IS NOT NULL",
+        )
+    }
+    assert len(in_flight) <= 1, in_flight
+    sent = {row[0]: row for row in clean["outbox"]}
+    for reference, channel, _state, attempts, body in killed["outbox"]:
+        if reference in in_flight:
+            assert sent[reference] == (reference, channel, "sent", attempts, body)
+    for snapshot_ in (killed, clean):
+        snapshot_["outbox"] = [row for row in snapshot_["outbox"] if row[0] not in in_flight]
+
+
 def _shift_off_the_clock(now: datetime.datetime) -> None:
     """Move the dataset's times to 12 hours off now's time of day, always in the past."""
     offset = datetime.timedelta(hours=(now.hour + 12) % 24, minutes=now.minute)
@@ -377,6 +406,7 @@ def test_jobs_killed_mid_run_and_run_again_end_as_one_clean_run(settings, tmp_pa
         clean_runs.join(300)
         assert ran == ["ok"], "the clean runs did not finish"
         killed_state, clean_state = snapshot(source), snapshot(clean_url)
+        _outbox_unsettled_set_aside(killed_state, clean_state, source)
         differences = {
             name: (len(killed_state[name]), len(clean_state[name]))
             for name in SNAPSHOT
