@@ -6,6 +6,8 @@ import datetime
 import random
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from accounts.csv_format import (
     ColumnMap,
@@ -168,3 +170,38 @@ def test_plus7_valid_is_libphonenumbers_answer_for_every_number_range() -> None:
         rest = 10 - len(prefix)
         for suffix in ("0" * rest, "9" * rest, f"{rng.randrange(10**rest):0{rest}d}"):
             assert plus7_valid(prefix + suffix) == library(prefix + suffix), prefix + suffix
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "anna@mail.ru",
+        "anna.ivanova+promo@yandex.ru",
+        '"anna ivanova"@mail.ru',
+        "anna..ivanova@mail.ru",
+        ".anna@mail.ru",
+        "anna ivanova@mail.ru",
+        "анна@почта.рф",
+        "anna@[192.168.0.1]",
+        "anna@localhost",
+        "anna@mail",
+        "@mail.ru",
+        "anna@",
+        "ANNA@MAIL.RU",
+        "a" * 65 + "@mail.ru",
+    ],
+)
+def test_the_import_checks_e_mails_exactly_as_django_does(email: str) -> None:
+    def django_says(value: str) -> bool:
+        try:
+            validate_email(value)
+        except ValidationError:
+            return False
+        return True
+
+    def import_says(value: str) -> bool:
+        columns = ColumnMap.from_header(["phone", "email", "consent_personal_data"])
+        row = RowParser(columns).parse(["+79123456789", value, "1"], 2)
+        return not any("e-mail" in error for error in row.errors)
+
+    assert import_says(email) == django_says(email)
