@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError
@@ -247,6 +248,14 @@ def test_rows_checked_by_several_processes_give_the_same_members_and_report(
     # Small batches: the file's rows are spread over both checking processes, and a
     # blank line and the Russian reasons must come back in file order all the same.
     monkeypatch.setattr(csv_bulk, "COPY_BATCH", 3)
+    asked: list[int] = []
+    copy_texts = csv_bulk._copy_texts
+
+    def spy(parser: Any, batches: Any, workers: int) -> Any:
+        asked.append(workers)
+        return copy_texts(parser, batches, workers)
+
+    monkeypatch.setattr(csv_bulk, "_copy_texts", spy)
     source = (DATA / "members_bad_rows.csv").read_text(encoding="utf-8-sig")
     header, first, *rest = source.splitlines()
     path = tmp_path / "m.csv"
@@ -260,6 +269,7 @@ def test_rows_checked_by_several_processes_give_the_same_members_and_report(
         results.append(
             (output.replace(str(refused), ""), members_state(program), refused_rows(refused))
         )
+    assert asked == [1, 2]
     assert results[0] == results[1]
     output, members, reasons = results[1]
     assert len(members) > 0 and 2 not in reasons and 3 not in reasons  # line 3: blank
