@@ -191,7 +191,7 @@ def database_from_url(name: str, url: str) -> dict[str, object]:
         raise ImproperlyConfigured(f"{name} is not a usable URL: {exc}") from exc
     if "postgres" not in db["ENGINE"]:
         raise ImproperlyConfigured(f"{name} must point at PostgreSQL (postgresql://...).")
-    db["ENGINE"] = "django.db.backends.postgresql"
+    db["ENGINE"] = "loyalty_site.postgresql"  # Django's, with a cheaper health check
     db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
     db["CONN_HEALTH_CHECKS"] = True
     # Behind PgBouncer in transaction pooling, a cursor cannot outlive its

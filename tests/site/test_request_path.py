@@ -1,0 +1,66 @@
+"""What a till's request costs outside the API code: its middleware and the health check."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from django.db import connections
+
+from tests.conftest import _database_url
+
+pytestmark = pytest.mark.django_db
+
+
+def _new_connection():  # type: ignore[no-untyped-def]
+    wrapper = connections.create_connection("default")
+    wrapper.settings_dict["CONN_HEALTH_CHECKS"] = True
+    wrapper.ensure_connection()
+    wrapper.health_check_enabled = True
+    wrapper.health_check_done = False
+    return wrapper
+
+
+def _selects_sent(wrapper) -> list[str]:  # type: ignore[no-untyped-def]
+    sent: list[str] = []
+    original = wrapper.is_usable
+
+    def spy() -> bool:
+        sent.append("SELECT 1")
+        return original()
+
+    wrapper.is_usable = spy
+    return sent
+
+
+def test_the_health_check_of_a_live_connection_sends_nothing() -> None:
+    wrapper = _new_connection()
+    try:
+        sent = _selects_sent(wrapper)
+        wrapper.close_if_health_check_failed()
+        assert sent == []
+        assert wrapper.connection is not None
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 2")
+            assert cursor.fetchone() == (2,)
+    finally:
+        wrapper.close()
+
+
+def test_a_connection_the_server_ended_is_replaced_before_the_request_uses_it() -> None:
+    wrapper = _new_connection()
+    try:
+        pid = wrapper.connection.info.backend_pid
+        with psycopg.connect(_database_url(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        time.sleep(0.2)  # the server's FATAL message and the closed socket arrive
+        sent = _selects_sent(wrapper)
+        wrapper.close_if_health_check_failed()
+        assert sent == ["SELECT 1"]  # asked, and it failed
+        assert wrapper.connection is None
+        with wrapper.cursor() as cursor:  # a new connection, no error for the request
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != pid
+    finally:
+        wrapper.close()
