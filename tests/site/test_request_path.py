@@ -7,10 +7,48 @@ import time
 import psycopg
 import pytest
 from django.db import connections
+from django.test import Client
 
 from tests.conftest import _database_url
+from tests.pos.factories import card_of, member_create, program_create, till_create
 
 pytestmark = pytest.mark.django_db
+
+
+def test_a_till_request_skips_the_pages_middleware_and_the_admin_keeps_it() -> None:
+    program = program_create()
+    till = till_create(program=program)
+    member = member_create(program=program)
+
+    api = till.get("members/lookup", card=card_of(member))
+    assert api.status_code == 200, api.content
+    # No session, CSRF or frame-options middleware ran for the till...
+    assert "X-Frame-Options" not in api
+    assert "Cookie" not in api.get("Vary", "")
+    # ...but the language and security middleware did.
+    assert "Content-Language" in api
+    assert api["X-Content-Type-Options"] == "nosniff"
+
+    page = Client().get("/admin/login/")
+    assert page.status_code == 200
+    assert page["X-Frame-Options"] == "DENY"
+    assert "csrftoken" in page.cookies
+
+
+def test_a_till_error_still_speaks_the_language_asked_for() -> None:
+    till = till_create(program=program_create())
+    answers = {
+        language: till.client.get(
+            "/api/v1/members/lookup",
+            {"card": "0000"},
+            HTTP_AUTHORIZATION=f"Token {till.key}",
+            HTTP_ACCEPT_LANGUAGE=language,
+        )
+        for language in ("en", "ru")
+    }
+    assert {a.status_code for a in answers.values()} == {404}
+    assert answers["en"]["Content-Language"] == "en"
+    assert answers["en"].json()["detail"] != answers["ru"].json()["detail"]
 
 
 def _new_connection():  # type: ignore[no-untyped-def]
