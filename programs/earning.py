@@ -47,6 +47,9 @@ def largest_remainder(total: int, weights: Sequence[Fraction | int]) -> list[int
         if total:
             raise ValueError("cannot spread a non-zero total over zero weights")
         return [0] * len(weights)
+    if weight_sum > 0 and all(type(w) is int for w in weights):
+        # Kopecks and points, the usual case: shares total·w/Σw in integers, no Fraction.
+        return spread_numerators(total, [total * w for w in weights], int(weight_sum))
     exact = [Fraction(total) * Fraction(w) / weight_sum for w in weights]
     return spread_exact(total, exact)
 

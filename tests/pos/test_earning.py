@@ -44,6 +44,20 @@ def test_largest_remainder_gives_leftovers_to_the_largest_remainders_ties_to_the
     assert largest_remainder(100, [1, 2]) == [33, 67]
 
 
+@given(
+    weights=st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=12),
+    share=st.fractions(min_value=0, max_value=1),
+)
+def test_integer_weights_spread_exactly_as_their_fractions_do(
+    weights: list[int], share: Fraction
+) -> None:
+    """Kopecks and points take a path without Fraction: it must give the same parts."""
+    total = int(sum(weights) * share) if sum(weights) else 0
+    got = largest_remainder(total, weights)
+    assert got == largest_remainder(total, [Fraction(w) for w in weights])
+    assert sum(got) == total
+
+
 def test_a_line_without_amount_costs_quantity_times_price_rounded_half_up() -> None:
     assert line_amount(D("0.333"), D("10.00")) == D("3.33")
     assert line_amount(D("0.335"), D("10.00")) == D("3.35")
