@@ -37,6 +37,8 @@ class MemberState:
     on_hold: int
     # A quote's campaign facts read with the member: (campaigns.till.FactsRead, values).
     campaign_facts: tuple[Any, tuple[Any, ...]] | None = None
+    # Read with the member when asked for (`with_expiry`): see next_expiry.
+    next_expiry: dict[str, Any] | None = None
 
     @property
     def balance(self) -> dict[str, int]:
@@ -63,13 +65,15 @@ def member_state(
     member_id: Any = None,
     lock: bool = False,
     campaign_facts: Any = None,
+    with_expiry: bool = False,
 ) -> MemberState | None:
     """The program's member by active card, phone (any local form) or id; None if unknown.
 
     With `lock`, the member's points account row is locked (FOR UPDATE): the
     caller holds the member for the rest of its transaction. `campaign_facts`
     (a campaigns.till.FactsRead) adds its columns to the same statement; they
-    come back in `.campaign_facts` for the campaign step.
+    come back in `.campaign_facts` for the campaign step. `with_expiry` reads the
+    next expiry (`.next_expiry`) in the same statement too.
     """
     if card is not None:
         number = clean_card_number(card)
@@ -94,37 +98,46 @@ def member_state(
         where = "m.id = %s"
     # FOR UPDATE cannot lock the nullable side of an outer join: a member without
     # a points account yet is not found here with `lock`, see pos.services._member_of.
-    sql = _MEMBER_SQL.format(
-        where=where,
-        join="JOIN" if lock else "LEFT JOIN",
-        extra=f", {campaign_facts.sql}" if campaign_facts else "",
-    )
+    extra, params = "", list[Any]()
+    if campaign_facts:
+        extra, params = f", {campaign_facts.sql}", [*campaign_facts.params]
+    if with_expiry:
+        extra += f", {_NEXT_EXPIRY_COLUMN}"
+        params += [str(program.time_zone)] * 3
+    sql = _MEMBER_SQL.format(where=where, join="JOIN" if lock else "LEFT JOIN", extra=extra)
     if lock:
         sql += " FOR UPDATE OF a"
-    params = [*campaign_facts.params, program.id, param] if campaign_facts else [program.id, param]
     with prepared_cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, [*params, program.id, param])
         row = cursor.fetchone()
     if row is None:
         return None
-    facts = (campaign_facts, tuple(row[11:])) if campaign_facts else None
-    return MemberState(*row[:11], campaign_facts=facts)
+    member = MemberState(*row[:11])
+    if campaign_facts:
+        member.campaign_facts = (campaign_facts, tuple(row[11 : len(row) - with_expiry]))
+    if with_expiry:
+        member.next_expiry = expiry_from_row(row[-1])
+    return member
 
 
-# The next expiry as one row value "(date, points)", for use as a scalar subquery.
-# Parameters: %(account)s, %(tz)s.
-_NEXT_EXPIRY_SQL = """
-SELECT ROW((f.expires_at AT TIME ZONE %(tz)s)::date,
+# The next expiry as one row value "(date, points)", for use as a scalar subquery:
+# `account` and `tz` are SQL expressions (placeholders, or a column of the outer query).
+_NEXT_EXPIRY_TEMPLATE = """
+SELECT ROW((f.expires_at AT TIME ZONE {tz})::date,
            (SELECT SUM(l.remaining) FROM ledger_lot l
-             WHERE l.account_id = %(account)s AND l.remaining > 0
+             WHERE l.account_id = {account} AND l.remaining > 0
                AND l.expires_at >= f.expires_at
                AND l.expires_at < f.expires_at + interval '1 day'
-               AND (l.expires_at AT TIME ZONE %(tz)s)::date
-                   = (f.expires_at AT TIME ZONE %(tz)s)::date))::text
+               AND (l.expires_at AT TIME ZONE {tz})::date
+                   = (f.expires_at AT TIME ZONE {tz})::date))::text
   FROM (SELECT expires_at FROM ledger_lot
-         WHERE account_id = %(account)s AND remaining > 0 AND expires_at IS NOT NULL
+         WHERE account_id = {account} AND remaining > 0 AND expires_at IS NOT NULL
          ORDER BY expires_at LIMIT 1) f
 """
+# Parameters: %(account)s, %(tz)s.
+_NEXT_EXPIRY_SQL = _NEXT_EXPIRY_TEMPLATE.format(account="%(account)s", tz="%(tz)s")
+# A column of _MEMBER_SQL: the member's next expiry; three %s, each the program's zone.
+_NEXT_EXPIRY_COLUMN = f"({_NEXT_EXPIRY_TEMPLATE.format(account='a.id', tz='%s')})"
 
 
 def expiry_from_row(text: str | None) -> dict[str, Any] | None:

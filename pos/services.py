@@ -199,6 +199,7 @@ def _member_of(
     *,
     lock: bool,
     campaign_facts: Any = None,
+    with_expiry: bool = False,
 ) -> MemberState | None:
     if not ref:
         return None
@@ -206,7 +207,9 @@ def _member_of(
     if lock:
         member = _member_lock(terminal.program, **found)
     else:
-        member = member_state(terminal.program, campaign_facts=campaign_facts, **found)
+        member = member_state(
+            terminal.program, campaign_facts=campaign_facts, with_expiry=with_expiry, **found
+        )
     if member is None:
         raise errors.MemberNotFound()
     if member.status != "active":
@@ -395,8 +398,9 @@ class Outcome:
 def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
     """What this receipt would redeem and earn; changes nothing.
 
-    The member's campaign facts are read with the member, in one statement (a
-    purchase reads them again after its lock, see campaigns.till.facts_read).
+    The member's campaign facts and next expiry are read with the member, in one
+    statement (a purchase reads the facts again after its lock, see
+    campaigns.till.facts_read).
     """
     from campaigns.till import facts_read
 
@@ -405,9 +409,9 @@ def purchase_quote(*, terminal: TerminalInfo, data: ReceiptInput) -> Outcome:
     read = (
         facts_read(program_id=program.id, zone=program.time_zone, at=now) if data.member else None
     )
-    member = _member_of(terminal, data.member, lock=False, campaign_facts=read)
+    member = _member_of(terminal, data.member, lock=False, campaign_facts=read, with_expiry=True)
     receipt, _run = _compute(terminal, member, data, now)
-    expiry = next_expiry(member.account_id, terminal.program.time_zone) if member else None
+    expiry = member.next_expiry if member else None
     return Outcome(receipt=receipt, member=member, expiry=expiry, lines=data.lines)
 
 

@@ -27,7 +27,7 @@ from pos.api import serializers as s
 from pos.api.base import TerminalView, json_response, validated
 from pos.api.receipt_input import receipt_parse
 from pos.models import Refund
-from pos.selectors import member_history, member_state, next_expiry
+from pos.selectors import member_history, member_state
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -134,12 +134,10 @@ class MemberLookupView(TerminalView):
     )
     def get(self, request: Request) -> HttpResponse:
         program = self.terminal.program
-        member = member_state(program, **_member_ref_from_query(request))
+        member = member_state(program, **_member_ref_from_query(request), with_expiry=True)
         if member is None:
             raise errors.MemberNotFound()
-        body = presenters.member_summary(
-            program, member, next_expiry(member.account_id, program.time_zone)
-        )
+        body = presenters.member_summary(program, member, member.next_expiry)
         return json_response(200, presenters.render(body))
 
 
@@ -151,12 +149,10 @@ class MemberDetailView(TerminalView):
     )
     def get(self, request: Request, member_id: str) -> HttpResponse:
         program = self.terminal.program
-        member = member_state(program, member_id=member_id)
+        member = member_state(program, member_id=member_id, with_expiry=True)
         if member is None:
             raise errors.NotFound()
-        body = presenters.member_summary(
-            program, member, next_expiry(member.account_id, program.time_zone)
-        )
+        body = presenters.member_summary(program, member, member.next_expiry)
         return json_response(200, presenters.render(body))
 
 
@@ -283,7 +279,7 @@ class MemberTransactionsView(TerminalView):
     )
     def get(self, request: Request, member_id: str) -> HttpResponse:
         program = self.terminal.program
-        member = member_state(program, member_id=member_id)
+        member = member_state(program, member_id=member_id, with_expiry=True)
         if member is None:
             raise errors.NotFound()
         raw_limit = request.query_params.get("limit", "20")

@@ -98,3 +98,27 @@ def test_a_quote_reads_the_member_limits_with_the_member_in_one_statement(settin
     # Today's one use is taken: the facts read with the member say so.
     assert again.json()["campaigns"] == []
     assert again.json()["earn"]["points"] < first.json()["earn"]["points"]
+
+
+def test_a_lookup_and_a_quote_read_the_member_and_the_next_expiry_in_one_statement(
+    settings,
+) -> None:  # type: ignore[no-untyped-def]
+    settings.CAMPAIGN_RULES_CHECK_SECONDS = 3600
+    program = program_create()
+    till = till_create(program=program)
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=70, kind="bonus", reference="e1", source="base")
+    card = card_of(member)
+    body = receipt("100.00", member={"card": card})
+    till.post("purchases/quote", body)  # warm the per-process caches
+    for call in (
+        lambda: till.get("members/lookup", card=card),
+        lambda: till.post("purchases/quote", body),
+    ):
+        with CaptureQueriesContext(connection) as ctx:
+            response = call()
+        assert response.status_code == 200, response.content
+        reads = [q["sql"] for q in ctx.captured_queries]
+        assert len(reads) == 1, reads
+        summary = response.json().get("member", response.json())
+        assert summary["next_expiry"]["points"] == 70
