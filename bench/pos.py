@@ -6,7 +6,7 @@
 2. The API under gunicorn (DEBUG off, throttling lifted; --workers processes of
    --threads threads each, gthread when threads > 1) on the configured
    database (embedded, or DATABASE_URL): --clients concurrent clients, each on
-   its own members, send committed purchases with redemption (a 3-line
+   its own members (new ones every run, so runs compare), send committed purchases with redemption (a 3-line
    receipt, 10 points redeemed) for --seconds; then quotes for --seconds.
 Prints purchases/s, p50/p99 latency, quotes/s, and the figure API ÷ pgbench
 (target ≥ 0.25, aim 0.4; quotes ≥ 2× the commit rate), plus one JSON line.
@@ -110,7 +110,7 @@ def yardstick(seconds: int) -> float:
 
 
 def prepare(members: int) -> tuple[str, list[str]]:
-    """The benchmark program, a store and a fresh terminal key, members with many points."""
+    """The benchmark program, a store, a fresh terminal key and new members with many points."""
     from django.db import connection
 
     from accounts.models import Card, Member
@@ -125,28 +125,29 @@ def prepare(members: int) -> tuple[str, list[str]]:
     )
     store, _c = Store.objects.get_or_create(program=program, code="B1", defaults={"name": "Bench"})
     _terminal, key = terminal_create(store=store, name=f"bench {time.strftime('%H:%M:%S')}")
-    have = list(Member.objects.filter(program=program).order_by("registered_at")[:members])
-    for i in range(len(have), members):
-        have.append(
-            member_enroll(
-                program=program,
-                phone=f"+7950{i:07d}",
-                first_name=f"Bench {i}",
-                channel="import",
-                consents={"personal_data": True},
-            )
+    # New members every run: a member's history (its open lots, all earned today and
+    # expiring on one day) grows with each purchase, so members reused from the last
+    # run would make each run slower than the one before.
+    start = Member.objects.filter(program=program).count()
+    have = [
+        member_enroll(
+            program=program,
+            phone=f"+7950{i:07d}",
+            first_name=f"Bench {i}",
+            channel="import",
+            consents={"personal_data": True},
         )
+        for i in range(start, start + members)
+    ]
     for member in have:
-        account = getattr(member, "points_account", None)
-        if account is None or account.available < 100_000:
-            points_credit(
-                account_or_member=member,
-                amount=1_000_000,
-                kind="bonus",
-                reference=f"bench-pos:{member.pk}:{time.time_ns()}",
-                source="base",
-                never_expires=True,
-            )
+        points_credit(
+            account_or_member=member,
+            amount=1_000_000,
+            kind="bonus",
+            reference=f"bench-pos:{member.pk}",
+            source="base",
+            never_expires=True,
+        )
     cards = dict(
         Card.objects.filter(member__in=have, status="active").values_list("member_id", "number")
     )
