@@ -17,7 +17,7 @@ import datetime
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -482,20 +482,23 @@ def purchase_create(
                 purchase.hold_id = points.purchase_hold(
                     program=program, member=member, purchase=purchase, receipt=receipt, now=now
                 )
-        _purchase_insert(purchase, line_rows)
-        if member is not None:
-            if data.commit:
-                with _spendable_checked(terminal, member, data):
-                    points.purchase_settle(
-                        program=program,
-                        member=member,
-                        purchase=purchase,
-                        receipt=receipt,
-                        now=now,
-                        expiries=_campaign_expiries(program, receipt, run, now),
-                    )
-                expiry = _member_facts_add(program=program, member=member, purchase=purchase)
-            else:
+        if member is not None and data.commit:
+            with _spendable_checked(terminal, member, data):
+                points.purchase_settle(
+                    program=program,
+                    member=member,
+                    purchase=purchase,
+                    receipt=receipt,
+                    now=now,
+                    expiries=_campaign_expiries(program, receipt, run, now),
+                )
+            # The purchase is written with the member's facts: one statement.
+            expiry = _member_facts_add(
+                program=program, member=member, purchase=purchase, lines=line_rows
+            )
+        else:
+            _purchase_insert(purchase, line_rows)
+            if member is not None:
                 expiry = next_expiry(member.account_id, program.time_zone)
         purchase.lines_cached = line_rows  # type: ignore[attr-defined]
     metrics.purchase_recorded(status)
@@ -508,8 +511,9 @@ def purchase_create(
     )
 
 
-_PURCHASE_INSERT = """
-WITH p AS (
+# The purchase and all its lines, as the WITH list of a statement.
+_PURCHASE_WRITE = """
+p AS (
     INSERT INTO pos_purchase (id, program_id, store_id, terminal_id, member_id, receipt_number,
         status, source, total, payable, redeemed_amount, redeem_requested, redeemed_points,
         max_allowed, earned_points, tier_id, earn_breakdown, campaigns, messages, purchased_at,
@@ -520,25 +524,27 @@ WITH p AS (
         %(breakdown)s::jsonb, %(campaigns)s::jsonb, %(messages)s::jsonb, %(purchased_at)s,
         %(created_at)s, %(completed_at)s, NULL, %(hold_expires_at)s, %(hold_id)s, 0)
     RETURNING id
+), pl AS (
+    INSERT INTO pos_purchaseline (purchase_id, line_no, sku, name, category, quantity, price,
+        amount, redeemed_amount, redeemed_points, earned_points, refunded_quantity,
+        refunded_amount, refunded_redeemed_amount, refunded_earned_points,
+        refunded_redeemed_points)
+    SELECT p.id, l.line_no, l.sku, l.name, l.category, l.quantity, l.price, l.amount,
+           l.redeemed_amount, l.redeemed_points, l.earned_points, 0, 0, 0, 0, 0
+    FROM p, unnest(%(l_line_no)s::integer[], %(l_sku)s::text[], %(l_name)s::text[],
+                   %(l_category)s::text[],
+                   %(l_quantity)s::numeric[], %(l_price)s::numeric[], %(l_amount)s::numeric[],
+                   %(l_redeemed_amount)s::numeric[], %(l_redeemed_points)s::bigint[],
+                   %(l_earned_points)s::bigint[])
+         AS l(line_no, sku, name, category, quantity, price, amount, redeemed_amount,
+              redeemed_points, earned_points)
 )
-INSERT INTO pos_purchaseline (purchase_id, line_no, sku, name, category, quantity, price, amount,
-    redeemed_amount, redeemed_points, earned_points, refunded_quantity, refunded_amount,
-    refunded_redeemed_amount, refunded_earned_points, refunded_redeemed_points)
-SELECT p.id, l.line_no, l.sku, l.name, l.category, l.quantity, l.price, l.amount,
-       l.redeemed_amount, l.redeemed_points, l.earned_points, 0, 0, 0, 0, 0
-FROM p, unnest(%(l_line_no)s::integer[], %(l_sku)s::text[], %(l_name)s::text[],
-               %(l_category)s::text[],
-               %(l_quantity)s::numeric[], %(l_price)s::numeric[], %(l_amount)s::numeric[],
-               %(l_redeemed_amount)s::numeric[], %(l_redeemed_points)s::bigint[],
-               %(l_earned_points)s::bigint[])
-     AS l(line_no, sku, name, category, quantity, price, amount, redeemed_amount,
-          redeemed_points, earned_points)
 """
 
 
-def _purchase_insert(purchase: Purchase, lines: list[PurchaseLine]) -> None:
-    """The purchase and all its lines in one statement (one round trip on the hot path)."""
-    params = {
+def _purchase_params(purchase: Purchase, lines: list[PurchaseLine]) -> dict[str, Any]:
+    """The parameters of _PURCHASE_WRITE."""
+    return {
         "id": purchase.id,
         "program": purchase.program_id,
         "store": purchase.store_id,
@@ -574,9 +580,13 @@ def _purchase_insert(purchase: Purchase, lines: list[PurchaseLine]) -> None:
         "l_redeemed_points": [x.redeemed_points for x in lines],
         "l_earned_points": [x.earned_points for x in lines],
     }
+
+
+@contextmanager
+def _purchase_written(purchase: Purchase) -> Iterator[None]:
+    """Around a statement with _PURCHASE_WRITE: a receipt number used before is DuplicateReceipt."""
     try:
-        with prepared_cursor() as cursor:
-            cursor.execute(_PURCHASE_INSERT, params)
+        yield
     except IntegrityError as exc:
         if "pos_purchase_unique_receipt" in str(exc):
             raise errors.DuplicateReceipt() from None
@@ -585,32 +595,46 @@ def _purchase_insert(purchase: Purchase, lines: list[PurchaseLine]) -> None:
     purchase._state.db = "default"
 
 
+def _purchase_insert(purchase: Purchase, lines: list[PurchaseLine]) -> None:
+    """The purchase and all its lines in one statement (one round trip on the hot path)."""
+    with _purchase_written(purchase), prepared_cursor() as cursor:
+        cursor.execute(f"WITH {_PURCHASE_WRITE} SELECT 1", _purchase_params(purchase, lines))
+
+
 def _member_facts_add(
-    *, program: ProgramInfo, member: MemberState, purchase: Purchase
+    *,
+    program: ProgramInfo,
+    member: MemberState,
+    purchase: Purchase,
+    lines: list[PurchaseLine] | None = None,
 ) -> dict[str, Any] | None:
     """Count the purchase in the member's facts; upgrade the tier it reaches (F(), no re-read).
 
     Returns the member's next expiry, read in the same statement (it sees the
     ledger's changes made earlier in this transaction): one round trip less.
+    With `lines`, the same statement writes the purchase and its lines too.
     """
-    tz = str(program.time_zone)
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            "UPDATE accounts_member SET purchase_count = purchase_count + 1,"
-            " first_purchase_at = COALESCE(first_purchase_at, %(at)s),"
-            " last_purchase_at = GREATEST(COALESCE(last_purchase_at, %(at)s), %(at)s),"
-            " qualifying_spend = qualifying_spend + %(total)s, updated_at = now()"
-            " WHERE id = %(member)s RETURNING qualifying_spend, tier_id, ("
-            + _NEXT_EXPIRY_SQL
-            + ")",
-            {
-                "at": purchase.purchased_at,
-                "total": purchase.total,
-                "member": member.id,
-                "account": member.account_id,
-                "tz": tz,
-            },
-        )
+    params = {
+        "at": purchase.purchased_at,
+        "total": purchase.total,
+        "member": member.id,
+        "account": member.account_id,
+        "tz": str(program.time_zone),
+    }
+    sql = (
+        "UPDATE accounts_member SET purchase_count = purchase_count + 1,"
+        " first_purchase_at = COALESCE(first_purchase_at, %(at)s),"
+        " last_purchase_at = GREATEST(COALESCE(last_purchase_at, %(at)s), %(at)s),"
+        " qualifying_spend = qualifying_spend + %(total)s, updated_at = now()"
+        " WHERE id = %(member)s RETURNING qualifying_spend, tier_id, (" + _NEXT_EXPIRY_SQL + ")"
+    )
+    written: AbstractContextManager[None] = nullcontext()
+    if lines is not None:
+        sql = f"WITH {_PURCHASE_WRITE} {sql}"
+        params |= _purchase_params(purchase, lines)
+        written = _purchase_written(purchase)
+    with written, prepared_cursor() as cursor:
+        cursor.execute(sql, params)
         spend, tier_id, expiry = cursor.fetchone()
     member.qualifying_spend = spend
     _tier_upgrade(
