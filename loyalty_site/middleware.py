@@ -1,8 +1,8 @@
 """The APIs' requests skip the middleware only the admin and the portal's pages need.
 
 A till's request carries a terminal key, never a session cookie: sessions,
-CSRF, the logged-in user, messages, frame options and login lockouts (axes)
-do nothing for it, yet cost a tenth of its Python time. `ApiShortcut` is the
+CSRF, the logged-in user, messages and login lockouts (axes) do nothing for
+it, yet cost a tenth of its Python time. The security headers stay. `ApiShortcut` is the
 first middleware; it sends `/api/` requests through a chain built from
 settings.API_MIDDLEWARE instead of the rest of settings.MIDDLEWARE.
 """

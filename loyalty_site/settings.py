@@ -163,12 +163,13 @@ MIDDLEWARE = [
 ]
 
 # The cashier and portal APIs authenticate by key or token: no sessions, CSRF, users,
-# messages, frame options or login lockouts. Order as in MIDDLEWARE.
+# messages or login lockouts; the security headers stay. Order as in MIDDLEWARE.
 API_MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from typing import Any
+from unittest.mock import patch
 
 import psycopg
 import pytest
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connections
 from django.test import Client
 
@@ -19,20 +24,41 @@ def test_a_till_request_skips_the_pages_middleware_and_the_admin_keeps_it() -> N
     program = program_create()
     till = till_create(program=program)
     member = member_create(program=program)
+    card = card_of(member)
+    seen = Counter[str]()
 
-    api = till.get("members/lookup", card=card_of(member))
-    assert api.status_code == 200, api.content
-    # No session, CSRF or frame-options middleware ran for the till...
-    assert "X-Frame-Options" not in api
-    assert "Cookie" not in api.get("Vary", "")
-    # ...but the language and security middleware did.
-    assert "Content-Language" in api
-    assert api["X-Content-Type-Options"] == "nosniff"
+    def counted(name: str, real: Any) -> Any:
+        def process_request(self: Any, request: Any) -> Any:
+            seen[name] += 1
+            return real(self, request)
 
-    page = Client().get("/admin/login/")
-    assert page.status_code == 200
-    assert page["X-Frame-Options"] == "DENY"
-    assert "csrftoken" in page.cookies
+        return process_request
+
+    with (
+        patch.object(
+            SessionMiddleware,
+            "process_request",
+            counted("session", SessionMiddleware.process_request),
+        ),
+        patch.object(
+            AuthenticationMiddleware,
+            "process_request",
+            counted("user", AuthenticationMiddleware.process_request),
+        ),
+    ):
+        api = till.get("members/lookup", card=card)
+        assert api.status_code == 200, api.content
+        assert seen == {}  # no session, no signed-in user for a till
+        # The language and security middleware ran.
+        assert "Content-Language" in api
+        assert api["X-Content-Type-Options"] == "nosniff"
+        assert api["X-Frame-Options"] == "DENY"
+
+        page = Client().get("/admin/login/")
+        assert page.status_code == 200
+        assert seen == {"session": 1, "user": 1}
+        assert page["X-Frame-Options"] == "DENY"
+        assert "csrftoken" in page.cookies
 
 
 def test_a_till_error_still_speaks_the_language_asked_for() -> None:
