@@ -2,9 +2,10 @@
 
 A till's request carries a terminal key, never a session cookie: sessions,
 CSRF, the logged-in user, messages and login lockouts (axes) do nothing for
-it, yet cost a tenth of its Python time. The security headers stay. `ApiShortcut` is the
-first middleware; it sends `/api/` requests through a chain built from
-settings.API_MIDDLEWARE instead of the rest of settings.MIDDLEWARE.
+it, yet cost a tenth of its Python time. The security headers stay.
+`ApiShortcut` is the first middleware; it sends `/api/` requests through a
+chain built from settings.API_MIDDLEWARE instead of the rest of
+settings.MIDDLEWARE.
 """
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ class MemberTransactionsView(TerminalView):
     )
     def get(self, request: Request, member_id: str) -> HttpResponse:
         program = self.terminal.program
-        member = member_state(program, member_id=member_id, with_expiry=True)
+        member = member_state(program, member_id=member_id)
         if member is None:
             raise errors.NotFound()
         raw_limit = request.query_params.get("limit", "20")
