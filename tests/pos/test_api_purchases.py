@@ -161,6 +161,25 @@ def test_the_same_receipt_number_with_another_key_is_a_duplicate(till, member) -
     assert other.post("purchases", body).status_code == 201
 
 
+def test_a_duplicate_receipt_moves_no_points_and_counts_no_purchase(till, member) -> None:
+    """The duplicate is found after the ledger's spend and earn: all of it is rolled back."""
+    from ledger.models import Transfer
+
+    body = receipt("100.00", member=ref(member), redeem_points=20)
+    assert till.post("purchases", body, key="one").status_code == 201
+    member.refresh_from_db()
+    account = member.points_account
+    account.refresh_from_db()
+    before = (account.available, account.pending, member.purchase_count, Transfer.objects.count())
+
+    response = till.post("purchases", body, key="two")
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_receipt"
+    member.refresh_from_db()
+    account.refresh_from_db()
+    after = (account.available, account.pending, member.purchase_count, Transfer.objects.count())
+    assert after == before
+
+
 def test_two_phase_hold_then_confirm(till, member) -> None:
     body = till.post(
         "purchases", receipt("100.00", member=ref(member), redeem_points=30, commit=False)
