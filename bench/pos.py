@@ -6,8 +6,9 @@
 2. The API under gunicorn (DEBUG off, throttling lifted; --workers processes of
    --threads threads each, gthread when threads > 1) on the configured
    database (embedded, or DATABASE_URL): --clients concurrent clients, each on
-   its own members (new ones every run, so runs compare), send committed purchases with redemption (a 3-line
-   receipt, 10 points redeemed) for --seconds; then quotes for --seconds.
+   its own members (new ones every run, so runs compare), send committed
+   purchases with redemption (a 3-line receipt, 10 points redeemed) for
+   --seconds; then quotes for --seconds.
 Prints purchases/s, p50/p99 latency, quotes/s, and the figure API ÷ pgbench
 (target ≥ 0.25, aim 0.4; quotes ≥ 2× the commit rate), plus one JSON line.
 """
