@@ -28,8 +28,13 @@ SINCE = UNTIL - timedelta(days=10)
 
 
 def day(n: int, hour: int = 12) -> datetime:
-    """n days after the start of the period, at `hour` UTC (midday in Moscow too)."""
-    return (SINCE + timedelta(days=n)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    """Day n of the period, at `hour` UTC (midday in Moscow too).
+
+    Day 0 is the first whole day after SINCE: SINCE's own date at noon lies
+    before SINCE in the evening (and, past 21:00 UTC, on the day before it in
+    Moscow), which dropped receipts from the period at that time of day.
+    """
+    return (SINCE + timedelta(days=n + 1)).replace(hour=hour, minute=0, second=0, microsecond=0)
 
 
 def receipt(member: Any, at: datetime, total: str = "600", base_points: str = "30") -> dict:
