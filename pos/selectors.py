@@ -113,10 +113,11 @@ def member_state(
     if row is None:
         return None
     member = MemberState(*row[:11])
-    if campaign_facts:
-        member.campaign_facts = (campaign_facts, tuple(row[11 : len(row) - with_expiry]))
+    extras = list(row[11:])
     if with_expiry:
-        member.next_expiry = expiry_from_row(row[-1])
+        member.next_expiry = expiry_from_row(extras.pop())
+    if campaign_facts:
+        member.campaign_facts = (campaign_facts, tuple(extras))
     return member
 
 

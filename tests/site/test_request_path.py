@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import select
 from collections import Counter
 from typing import Any
 from unittest.mock import patch
@@ -118,7 +118,10 @@ def test_a_connection_the_server_ended_is_replaced_before_the_request_uses_it() 
         pid = wrapper.connection.info.backend_pid
         with psycopg.connect(_database_url(), autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [pid])
-        time.sleep(0.2)  # the server's FATAL message and the closed socket arrive
+        # Wait (at most 10 s, however slow the machine) for the server's FATAL message.
+        poller = select.poll()
+        poller.register(wrapper.connection.pgconn.socket, select.POLLIN)
+        assert poller.poll(10_000), "the server did not end the session"
         sent = _selects_sent(wrapper)
         wrapper.close_if_health_check_failed()
         assert sent == ["SELECT 1"]  # asked, and it failed
