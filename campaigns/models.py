@@ -454,7 +454,12 @@ class StatusChange(models.Model):
 class BudgetSlot(models.Model):
     """A slice of a campaign's budget; purchases spread over the slots."""
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="budget_slots")
+    campaign = models.ForeignKey(
+        Campaign,
+        on_delete=models.CASCADE,
+        related_name="budget_slots",
+        db_index=False,  # covered by campaigns_budgetslot_unique
+    )
     slot = models.PositiveSmallIntegerField()
     cap = models.BigIntegerField()
     used = models.BigIntegerField(default=0)
@@ -480,7 +485,12 @@ class MemberUsage(models.Model):
     """How often and how much a member used a campaign in one limit window."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
-    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(
+        Member,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # covered by campaigns_memberusage_unique
+    )
     window = models.CharField(max_length=12)  # "all", "d2026-01-31", "w2026-05", "m2026-01"
     times = models.PositiveIntegerField(default=0)
     points = models.BigIntegerField(default=0)
@@ -511,7 +521,11 @@ class CampaignUse(models.Model):
         RELEASED = "released", _("released")
 
     campaign = models.ForeignKey(
-        Campaign, verbose_name=_("campaign"), on_delete=models.PROTECT, related_name="uses"
+        Campaign,
+        verbose_name=_("campaign"),
+        on_delete=models.PROTECT,
+        related_name="uses",
+        db_index=False,  # covered by campaigns_use_campaign
     )
     version = models.ForeignKey(
         CampaignVersion, verbose_name=_("version"), on_delete=models.PROTECT, related_name="+"
@@ -691,7 +705,11 @@ class CodeUse(models.Model):
         RELEASED = "released", _("released")
 
     code = models.ForeignKey(
-        PromoCode, verbose_name=_("promo code"), on_delete=models.CASCADE, related_name="code_uses"
+        PromoCode,
+        verbose_name=_("promo code"),
+        on_delete=models.CASCADE,
+        related_name="code_uses",
+        db_index=False,  # covered by campaigns_codeuse_member
     )
     member = models.ForeignKey(
         Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="+"
@@ -866,7 +884,11 @@ class OutboxMessage(models.Model):
 
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
     member = models.ForeignKey(
-        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="+"
+        Member,
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # covered by campaigns_outbox_member
     )
     channel = models.CharField(_("channel"), max_length=5, choices=Channel.choices)
     kind = models.CharField(_("kind"), max_length=20)

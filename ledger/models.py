@@ -216,6 +216,7 @@ class Transfer(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # ledger_transfer_created_by: only the staff's few transfers
     )
     created_at = models.DateTimeField(_("time"), db_default=Now())
 
@@ -244,6 +245,11 @@ class Transfer(models.Model):
                 fields=["reverses"],
                 condition=Q(reverses__isnull=False),
                 name="ledger_transfer_reverses",
+            ),
+            models.Index(
+                fields=["created_by"],
+                condition=Q(created_by__isnull=False),
+                name="ledger_transfer_created_by",
             ),
         ]
 

@@ -77,7 +77,12 @@ class IdempotencyKey(models.Model):
     the change commit or roll back together.
     """
 
-    terminal = models.ForeignKey(Terminal, on_delete=models.CASCADE, related_name="+")
+    terminal = models.ForeignKey(
+        Terminal,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # covered by pos_idempotencykey_unique
+    )
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField(null=True)
@@ -109,8 +114,14 @@ class Purchase(models.Model):
     program = models.ForeignKey(
         Program, verbose_name=_("program"), on_delete=models.PROTECT, related_name="+"
     )
+    # Each index is written by every purchase: the foreign keys that lead another
+    # index are left without one of their own.
     store = models.ForeignKey(
-        Store, verbose_name=_("store"), on_delete=models.PROTECT, related_name="+"
+        Store,
+        verbose_name=_("store"),
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,  # covered by pos_purchase_store
     )
     terminal = models.ForeignKey(
         Terminal,
@@ -119,6 +130,7 @@ class Purchase(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,  # covered by pos_purchase_unique_receipt
     )
     member = models.ForeignKey(
         Member,
@@ -127,6 +139,7 @@ class Purchase(models.Model):
         null=True,
         blank=True,
         related_name="purchases",
+        db_index=False,  # covered by pos_purchase_member
     )
     receipt_number = models.CharField(_("receipt number"), max_length=100)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices)
@@ -203,7 +216,12 @@ class Purchase(models.Model):
 
 
 class PurchaseLine(models.Model):
-    purchase = models.ForeignKey(Purchase, on_delete=models.CASCADE, related_name="lines")
+    purchase = models.ForeignKey(
+        Purchase,
+        on_delete=models.CASCADE,
+        related_name="lines",
+        db_index=False,  # covered by pos_purchaseline_unique_line_no
+    )
     line_no = models.PositiveIntegerField(_("line"))
     sku = models.CharField(_("SKU"), max_length=100, blank=True)
     name = models.CharField(_("name"), max_length=300, blank=True)
@@ -252,7 +270,11 @@ class PurchaseLine(models.Model):
 class Refund(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     purchase = models.ForeignKey(
-        Purchase, verbose_name=_("purchase"), on_delete=models.PROTECT, related_name="refunds"
+        Purchase,
+        verbose_name=_("purchase"),
+        on_delete=models.PROTECT,
+        related_name="refunds",
+        db_index=False,  # covered by pos_refund_unique_number
     )
     terminal = models.ForeignKey(
         Terminal,
@@ -318,7 +340,11 @@ class TierChange(models.Model):
         IMPORT = "import", _("purchase history import")
 
     member = models.ForeignKey(
-        Member, verbose_name=_("member"), on_delete=models.CASCADE, related_name="tier_changes"
+        Member,
+        verbose_name=_("member"),
+        on_delete=models.CASCADE,
+        related_name="tier_changes",
+        db_index=False,  # covered by pos_tierchange_member
     )
     from_tier = models.ForeignKey(
         Tier,
