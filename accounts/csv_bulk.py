@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import csv
 import datetime
-import multiprocessing
+import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import billiard
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, models, transaction
@@ -94,6 +94,10 @@ MEMBER_CHANGES = (
 )
 PROGRESS_EVERY = 10_000
 COPY_BATCH = 2_000
+# Checking rows in forked processes pays from about this many rows on; more than a
+# few processes do not keep up with one reader and the database.
+PARALLEL_FROM = 20_000
+MAX_WORKERS = 4
 APPLY_CHUNK = 100_000  # file rows written (and their foreign keys checked) per step
 
 CREATE = "create"
@@ -770,6 +774,13 @@ def _copy_text(parser: RowParser, batch: list[tuple[int, Sequence[Any]]]) -> tup
     return len(lines), "".join(lines)
 
 
+def checkers_for(total: int | None) -> int:
+    """How many processes check rows for a file of `total` lines (MemberImport's workers)."""
+    if total is None or total < PARALLEL_FROM:
+        return 1
+    return min(os.cpu_count() or 1, MAX_WORKERS)
+
+
 def _copy_texts(
     parser: RowParser, batches: Iterator[list[tuple[int, Sequence[Any]]]], workers: int
 ) -> Iterator[tuple[int, str]]:
@@ -780,27 +791,29 @@ def _copy_texts(
     reads the file and feeds COPY. At most two batches per worker are in
     flight, so memory stays flat. The children only compute (no database:
     the connection they inherit is never used there).
+
+    The pool is billiard's (Celery's own multiprocessing): a Celery worker's
+    process is daemonic, and the standard library's pools refuse to start
+    children there, so the admin's import job would check in one process.
     """
     if workers <= 1:
         for batch in batches:
             yield _copy_text(parser, batch)
         return
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_worker_start,
-        initargs=(parser, translation.get_language()),
+    pool = billiard.get_context("fork").Pool(
+        workers, initializer=_worker_start, initargs=(parser, translation.get_language())
     )
     try:
-        pending: deque[Future[tuple[int, str]]] = deque()
+        pending: deque[Any] = deque()
         for batch in batches:
-            pending.append(pool.submit(_worker_copy_text, batch))
+            pending.append(pool.apply_async(_worker_copy_text, (batch,)))
             if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+                yield pending.popleft().get()
         while pending:
-            yield pending.popleft().result()
+            yield pending.popleft().get()
     finally:
-        pool.shutdown(cancel_futures=True)
+        pool.terminate()
+        pool.join()
 
 
 _worker_parser: RowParser | None = None

@@ -12,7 +12,7 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from accounts.csv_bulk import count_lines, members_import_stream
+from accounts.csv_bulk import checkers_for, count_lines, members_import_stream
 from accounts.csv_format import FileFormatError
 from accounts.csv_jobs import DONE, FAILED, RUNNING, job_load, job_save, jobs_purge
 from programs.models import Program
@@ -57,6 +57,7 @@ def members_import_task(job_id: str) -> None:
                 refused_out=report,
                 progress=progress,
                 total=job.total,
+                workers=checkers_for(job.total),
             )
             report.flush()
             if summary.refused:

@@ -36,7 +36,8 @@ def child_env() -> dict[str, str]:
 def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
     """Start a real Celery worker (and optionally beat) on the configured broker.
 
-    Usage: `start = celery_processes; start("worker")`, `start("beat")`. All are
+    Usage: `start = celery_processes; start("worker")`, `start("beat")`. A worker
+    runs tasks in its own process (`--pool solo`) unless `extra` names a pool. All are
     stopped at the end of the test. The test must use a transactional database
     (`django_db(transaction=True)`) so that the children see its rows.
     """
@@ -51,9 +52,9 @@ def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
     def start(kind: str, *extra: str) -> subprocess.Popen[bytes]:
         args = [celery, "-A", "tests.celery_app", kind, "--loglevel", "INFO", *extra]
         if kind == "worker":
+            if "--pool" not in extra:
+                args += ["--pool", "solo"]
             args += [
-                "--pool",
-                "solo",
                 "--without-heartbeat",
                 "--without-mingle",
                 "--without-gossip",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,14 +9,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from accounts.csv_bulk import count_lines, members_import_stream
+from accounts.csv_bulk import (
+    MAX_WORKERS,
+    PARALLEL_FROM,
+    checkers_for,
+    count_lines,
+    members_import_stream,
+)
 from accounts.csv_format import FileFormatError
 from programs.models import Program
-
-# Forking checkers pays from about this many rows on; more than a few do not keep up
-# with one reader and the database.
-PARALLEL_FROM = 20_000
-MAX_WORKERS = 4
 
 
 class Command(BaseCommand):
@@ -57,7 +57,7 @@ class Command(BaseCommand):
             total = count_lines(counting)
         workers = options["workers"]
         if workers is None:
-            workers = min(os.cpu_count() or 1, MAX_WORKERS) if total >= PARALLEL_FROM else 1
+            workers = checkers_for(total)
         if workers < 1:
             raise CommandError("--workers must be 1 or more.")
         bar = tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr, disable=None)
