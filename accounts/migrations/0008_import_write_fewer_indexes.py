@@ -15,6 +15,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from loyalty_site.index_migrations import indexes_swapped
+
 OLD_INDEXES = [
     ("accounts_card_replaced_by_id_d18fb1a6", "accounts_card", "replaced_by_id"),
     ("accounts_consent_created_by_id_dfc1447d", "accounts_consent", "created_by_id"),
@@ -27,15 +29,6 @@ NEW_INDEXES = [
 ]
 
 
-def _create(name: str, table: str, column: str, partial: bool) -> str:
-    where = f" WHERE {column} IS NOT NULL" if partial else ""
-    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({column}){where}"
-
-
-def _drop(name: str) -> str:
-    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
-
-
 class Migration(migrations.Migration):
     atomic = False  # CONCURRENTLY cannot run in a transaction
 
@@ -46,9 +39,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # New ones first, so nothing is ever without an index.
-        *(migrations.RunSQL(_create(*index, True), _drop(index[0])) for index in NEW_INDEXES),
-        *(migrations.RunSQL(_drop(index[0]), _create(*index, False)) for index in OLD_INDEXES),
+        *indexes_swapped(partial=NEW_INDEXES, dropped=OLD_INDEXES),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(

@@ -8,6 +8,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from loyalty_site.index_migrations import indexes_swapped
+
 OLD_INDEXES = [
     ("campaigns_budgetslot_campaign_id_cd5a46b1", "campaigns_budgetslot", "campaign_id"),
     ("campaigns_campaignuse_campaign_id_aa19a361", "campaigns_campaignuse", "campaign_id"),
@@ -15,15 +17,6 @@ OLD_INDEXES = [
     ("campaigns_memberusage_member_id_0082e2fc", "campaigns_memberusage", "member_id"),
     ("campaigns_outboxmessage_member_id_742ea4e5", "campaigns_outboxmessage", "member_id"),
 ]
-
-
-def _create(name: str, table: str, column: str, partial: bool) -> str:
-    where = f" WHERE {column} IS NOT NULL" if partial else ""
-    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({column}){where}"
-
-
-def _drop(name: str) -> str:
-    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 
 class Migration(migrations.Migration):
@@ -35,7 +28,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        *(migrations.RunSQL(_drop(index[0]), _create(*index, False)) for index in OLD_INDEXES),
+        *indexes_swapped(dropped=OLD_INDEXES),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(

@@ -9,21 +9,14 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from loyalty_site.index_migrations import indexes_swapped
+
 OLD_INDEXES = [
     ("ledger_transfer_created_by_id_09df1316", "ledger_transfer", "created_by_id"),
 ]
 NEW_INDEXES = [
     ("ledger_transfer_created_by", "ledger_transfer", "created_by_id"),
 ]
-
-
-def _create(name: str, table: str, column: str, partial: bool) -> str:
-    where = f" WHERE {column} IS NOT NULL" if partial else ""
-    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({column}){where}"
-
-
-def _drop(name: str) -> str:
-    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 
 class Migration(migrations.Migration):
@@ -35,9 +28,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # The new one first, so the foreign key is never without an index.
-        *(migrations.RunSQL(_create(*index, True), _drop(index[0])) for index in NEW_INDEXES),
-        *(migrations.RunSQL(_drop(index[0]), _create(*index, False)) for index in OLD_INDEXES),
+        *indexes_swapped(partial=NEW_INDEXES, dropped=OLD_INDEXES),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(

@@ -10,6 +10,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from loyalty_site.index_migrations import indexes_swapped
+
 OLD_INDEXES = [
     ("pos_idempotencykey_terminal_id_b4541b30", "pos_idempotencykey", "terminal_id"),
     ("pos_purchase_member_id_5333a70a", "pos_purchase", "member_id"),
@@ -19,15 +21,6 @@ OLD_INDEXES = [
     ("pos_refund_purchase_id_f58df503", "pos_refund", "purchase_id"),
     ("pos_tierchange_member_id_d9498b0e", "pos_tierchange", "member_id"),
 ]
-
-
-def _create(name: str, table: str, column: str, partial: bool) -> str:
-    where = f" WHERE {column} IS NOT NULL" if partial else ""
-    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({column}){where}"
-
-
-def _drop(name: str) -> str:
-    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 
 class Migration(migrations.Migration):
@@ -40,7 +33,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        *(migrations.RunSQL(_drop(index[0]), _create(*index, False)) for index in OLD_INDEXES),
+        *indexes_swapped(dropped=OLD_INDEXES),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.AlterField(
