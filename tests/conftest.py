@@ -89,6 +89,9 @@ MANY_CONNECTIONS = {
 }
 
 
+# First: xdist's worker reads the xdist_group marks in this same hook, and a
+# mark added after it has run groups nothing.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-untyped-def]
     for item in items:
         path = item.nodeid.split("::", 1)[0]
@@ -98,3 +101,26 @@ def pytest_collection_modifyitems(config, items) -> None:  # type: ignore[no-unt
             # Each module stages one fault (a restart, a kill, an outage) in a
             # module fixture that its tests then read: one process runs them all.
             item.add_marker(pytest.mark.xdist_group("resilience"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session) -> None:  # type: ignore[no-untyped-def]
+    """Refuse a run that would silently drop or scatter tests.
+
+    xdist schedules by node id: two items with one id run once (schemathesis'
+    operations collapsed to one under pytest 9.2), and under --dist loadgroup a
+    grouped item's id must carry its group ("...@many_connections") or the
+    group is spread over the workers (pytest-xdist issue 1386).
+    """
+    ids = [item.nodeid for item in session.items]
+    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if twice:
+        raise pytest.UsageError(f"tests share a node id, so xdist would run one of each: {twice}")
+    if session.config.getvalue("loadgroup"):
+        ungrouped = [
+            item.nodeid
+            for item in session.items
+            if any(item.iter_markers("xdist_group")) and "@" not in item.nodeid
+        ]
+        if ungrouped:
+            raise pytest.UsageError(f"xdist groups were not applied: {ungrouped[:3]}")
