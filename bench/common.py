@@ -62,6 +62,27 @@ def conninfo(dbname: str | None = None) -> dict[str, str]:
     }
 
 
+def database_url(dbname: str | None = None) -> str:
+    """DATABASE_URL of the default database (or ``dbname`` on its server), for children."""
+    from urllib.parse import quote
+
+    info = conninfo(dbname)
+    host = quote(info["host"], safe="") if info["host"].startswith("/") else info["host"]
+    port = f":{info['port']}" if info["port"] else ""
+    password = f":{quote(info['password'])}" if info["password"] else ""
+    return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
+
+
+def database_ensure(dbname: str) -> None:
+    """Create database ``dbname`` on the default database's server unless it exists."""
+    import psycopg
+
+    admin = {k: v for k, v in conninfo("postgres").items() if v}
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+
+
 def pgbench_binary() -> str:
     found = shutil.which("pgbench")
     if found:

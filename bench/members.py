@@ -32,27 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from bench.common import django_setup, scratch_database, table
+from bench.common import database_url, django_setup, scratch_database, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _database_url() -> str:
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    host = str(cfg["HOST"] or "")
-    host = quote(host, safe="") if host.startswith("/") else host
-    port = f":{cfg['PORT']}" if cfg["PORT"] else ""
-    password = f":{quote(str(cfg['PASSWORD']))}" if cfg.get("PASSWORD") else ""
-    return f"postgresql://{quote(str(cfg['USER'] or ''))}{password}@{host}{port}/{cfg['NAME']}"
-
-
 def _child(args: list[str]) -> tuple[float, float, str]:
     """Run a child process on the scratch database: (wall seconds, peak MB, stdout)."""
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DATABASE_CONN_MAX_AGE": "0"}
+    env = {**os.environ, "DATABASE_URL": database_url(), "DATABASE_CONN_MAX_AGE": "0"}
     started = time.perf_counter()
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

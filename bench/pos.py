@@ -35,9 +35,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from bench.common import pgbench_prepare, pgbench_tps, postgres_server_pid, process_tree_cpu
+from bench.common import (
+    database_ensure,
+    database_url,
+    pgbench_prepare,
+    pgbench_tps,
+    postgres_server_pid,
+    process_tree_cpu,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = "bench-pos"
@@ -50,41 +56,11 @@ def _setup() -> None:
     django.setup()
 
 
-def _conninfo(dbname: str | None = None) -> dict[str, Any]:
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    info = {
-        "host": cfg["HOST"] or "",
-        "port": str(cfg["PORT"] or ""),
-        "user": cfg["USER"] or "",
-        "password": cfg.get("PASSWORD") or "",
-        "dbname": dbname or cfg["NAME"],
-    }
-    return info
-
-
-def _database_url(info: dict[str, Any]) -> str:
-    from urllib.parse import quote
-
-    host = quote(info["host"], safe="") if info["host"].startswith("/") else info["host"]
-    port = f":{info['port']}" if info["port"] else ""
-    password = f":{quote(info['password'])}" if info["password"] else ""
-    return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
-
-
 def yardstick(seconds: int) -> tuple[float, dict[str, float | None]]:
     """pgbench tps of the raw-SQL purchase on this server (scratch database bench_pos_pgbench),
     and the CPU milliseconds per transaction of the server and of pgbench."""
-    import psycopg
-
-    info = _conninfo()
     scratch = "bench_pos_pgbench"
-    admin = {k: v for k, v in info.items() if v} | {"dbname": "postgres"}
-    with psycopg.connect(**admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [scratch]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{scratch}"')
+    database_ensure(scratch)
     pgbench_prepare(scratch)
     server = postgres_server_pid()
     before = _cpu(server=server)
@@ -183,16 +159,10 @@ def _reexec_on(dbname: str, argv: list[str]) -> None:
     Its own database keeps the figures apart from whatever else uses the
     development database meanwhile (demo data, other people's experiments).
     """
-    import psycopg
-
-    info = _conninfo()
-    admin = {k: v for k, v in info.items() if v} | {"dbname": "postgres"}
-    with psycopg.connect(**admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+    database_ensure(dbname)
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url({**info, "dbname": dbname}),
+        "DATABASE_URL": database_url(dbname),
         "BENCH_POS_DATABASE": dbname,
     }
     os.execve(sys.executable, [sys.executable, "-m", "bench", "pos", *argv], env)
@@ -207,7 +177,7 @@ def _free_port() -> int:
 def start_api(workers: int, port: int, threads: int = 1) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(_conninfo()),
+        "DATABASE_URL": database_url(),
         "DEBUG": "0",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
         "SECURE_SSL_REDIRECT": "0",

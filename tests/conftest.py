@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 
@@ -112,8 +114,7 @@ def pytest_collection_finish(session) -> None:  # type: ignore[no-untyped-def]
     grouped item's id must carry its group ("...@many_connections") or the
     group is spread over the workers (pytest-xdist issue 1386).
     """
-    ids = [item.nodeid for item in session.items]
-    twice = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    twice = sorted(i for i, n in Counter(item.nodeid for item in session.items).items() if n > 1)
     if twice:
         raise pytest.UsageError(f"tests share a node id, so xdist would run one of each: {twice}")
     if session.config.getvalue("loadgroup"):
