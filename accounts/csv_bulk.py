@@ -707,20 +707,30 @@ class MemberImport:
         return True
 
     def _issued_numbers_free(self, cursor: Any) -> None:
-        """Redraw the rare issued card numbers that are taken (by a card or another row)."""
+        """Redraw the rare issued card numbers that are taken (by a card or another row).
+
+        The first pass checks every issued number; later ones only those just
+        redrawn (a million rows give a few redraws, not worth a second full pass).
+        """
+        taken: list[int] | None = None  # None: every issued number
         for _attempt in range(20):
             cursor.execute(
                 f"""
-                WITH twice AS (
+                WITH checked AS (
+                    SELECT line, card_add FROM {PLAN_TABLE}
+                    WHERE card_issued AND action = '{CREATE}'
+                          AND (%(all)s OR line = ANY(%(lines)s))
+                ), twice AS (
                     SELECT card_add FROM {PLAN_TABLE}
                     WHERE card_add IS NOT NULL AND action IN ('{CREATE}', '{UPDATE}')
+                          AND (%(all)s OR card_add IN (SELECT card_add FROM checked))
                     GROUP BY card_add HAVING count(*) > 1
                 )
-                SELECT p.line FROM {PLAN_TABLE} p
-                WHERE p.card_issued AND p.action = '{CREATE}' AND (
-                    EXISTS (SELECT 1 FROM accounts_card c WHERE c.number = p.card_add)
-                    OR p.card_add IN (SELECT card_add FROM twice))
-                """
+                SELECT line FROM checked
+                WHERE EXISTS (SELECT 1 FROM accounts_card c WHERE c.number = checked.card_add)
+                      OR card_add IN (SELECT card_add FROM twice)
+                """,
+                {"all": taken is None, "lines": taken or []},
             )
             taken = [line for (line,) in cursor.fetchall()]
             if not taken:

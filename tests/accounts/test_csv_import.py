@@ -274,3 +274,35 @@ def test_rows_checked_by_several_processes_give_the_same_members_and_report(
     output, members, reasons = results[1]
     assert len(members) > 0 and 2 not in reasons and 3 not in reasons  # line 3: blank
     assert any("Согласие на обработку" in reason for reason in reasons.values())
+
+
+def test_an_issued_number_that_is_taken_is_drawn_again_until_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issued numbers are random: one may be a card already, or a number typed in the file.
+
+    The draws are scripted: the first issued number is an existing card's, its
+    first replacement is the number another row of the file brings, so the
+    import must check the replacement again before it gives out the third.
+    """
+    program = program_with_store()
+    member_create(program, phone="+79120000009", card_number="2000000000015")
+    draws = iter(["2000000000015", "2000000000022", "2000000000039"])
+    monkeypatch.setattr("accounts.csv_format.card_number_candidate", lambda: next(draws))
+    monkeypatch.setattr("accounts.csv_bulk.card_number_candidate", lambda: next(draws))
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "phone,card_number,consent_personal_data\n"
+        "+79120000001,,1\n"  # no card: gets an issued number
+        "+79120000002,2000000000022,1\n"
+    )
+
+    output = run_import(path, program)
+
+    assert "2 rows: 2 members were created, 0 updated, 0 unchanged, 0 refused." in output
+    cards = Card.objects.filter(member__program=program).values_list("member__phone", "number")
+    assert dict(cards) == {
+        "+79120000009": "2000000000015",
+        "+79120000001": "2000000000039",
+        "+79120000002": "2000000000022",
+    }
