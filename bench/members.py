@@ -1,4 +1,5 @@
 """python -m bench members [--sizes 100000,1000000] [--admin-rows 100000] [--untuned-rows 2000]
+[--without-superuser]
 
 (--admin-rows 0 skips the admin path, --untuned-rows 0 its untuned default.)
 
@@ -13,6 +14,10 @@ Member CSV import, in a scratch database (created, migrated, dropped):
    fresh program, then the same command again (a re-run changes nothing).
    Each command runs as a child process; its wall time and peak memory
    (max RSS, from wait4) are measured. The figure is command ÷ bare COPY.
+   With --without-superuser, the command also runs into a third program as a
+   login role without superuser, as on a managed server: there PostgreSQL
+   checks the written rows' foreign keys one by one (see
+   MemberImport._references_checked_in_bulk).
 3. The admin path on the first file: django-import-export with the tuned
    MemberResource (preview = dry run, then the confirmation), and its untuned
    default (bench/members_untuned.py: per-row load, diff, save) on the first
@@ -33,14 +38,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import database_url, django_setup, scratch_database, table
+from bench.common import conninfo, database_url, django_setup, scratch_database, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _child(args: list[str]) -> tuple[float, float, str]:
-    """Run a child process on the scratch database: (wall seconds, peak MB, stdout)."""
-    env = {**os.environ, "DATABASE_URL": database_url(), "DATABASE_CONN_MAX_AGE": "0"}
+def _child(args: list[str], url: str | None = None) -> tuple[float, float, str]:
+    """Run a child process on the scratch database (as `url` says, if given):
+    (wall seconds, peak MB, stdout)."""
+    env = {**os.environ, "DATABASE_URL": url or database_url(), "DATABASE_CONN_MAX_AGE": "0"}
     started = time.perf_counter()
     proc = subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -91,10 +97,50 @@ def _bare_copy(path: Path, russian: bool) -> float:
     return seconds
 
 
-def _import_command(path: Path, code: str) -> tuple[float, float, str]:
+def _import_command(path: Path, code: str, url: str | None = None) -> tuple[float, float, str]:
     return _child(
-        [sys.executable, "manage.py", "members_import", str(path), "--program", code, "-v", "2"]
+        [sys.executable, "manage.py", "members_import", str(path), "--program", code, "-v", "2"],
+        url,
     )
+
+
+PLAIN_ROLE = "bench_members_plain"
+
+
+def _plain_role_url() -> str:
+    """DATABASE_URL of the scratch database as a login role without superuser.
+
+    The role gets what the application's role has on its own tables: all
+    privileges on them, and temporary tables. Dropped by _plain_role_drop.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.db import connection
+
+    password = "bench-" + os.urandom(8).hex()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP ROLE IF EXISTS {PLAIN_ROLE}")
+        cursor.execute(f"CREATE ROLE {PLAIN_ROLE} LOGIN NOSUPERUSER PASSWORD %s", [password])
+        cursor.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {PLAIN_ROLE}")
+        cursor.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {PLAIN_ROLE}")
+        cursor.execute(
+            f'GRANT CONNECT, TEMPORARY ON DATABASE "{connection.settings_dict["NAME"]}" '
+            f"TO {PLAIN_ROLE}"
+        )
+    url = urlsplit(database_url())
+    host = url.netloc.rpartition("@")[2]
+    return urlunsplit(url._replace(netloc=f"{PLAIN_ROLE}:{password}@{host}"))
+
+
+def _plain_role_drop() -> None:
+    import psycopg
+
+    admin = {k: v for k, v in conninfo("postgres").items() if v}
+    try:
+        with psycopg.connect(**admin, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {PLAIN_ROLE}")
+    except psycopg.Error as error:
+        print(f"could not drop the role {PLAIN_ROLE}: {error}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -102,6 +148,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--admin-rows", type=int, default=100_000)
     parser.add_argument("--untuned-rows", type=int, default=2_000)
+    parser.add_argument(
+        "--without-superuser",
+        action="store_true",
+        help="also import each file as a login role without superuser (foreign keys "
+        "checked row by row, as on a managed server)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -138,8 +190,22 @@ def main(argv: list[str]) -> int:
                 )
                 code = f"bench-{size}"
                 _program(code)
-                for label in ("members_import", "members_import again"):
-                    wall, peak, out = _import_command(path, code)
+                runs: list[tuple[str, Path, str, str | None]] = [
+                    ("members_import", path, code, None),
+                    ("members_import again", path, code, None),
+                ]
+                if args.without_superuser:
+                    # A file of the same shape with other card numbers: cards are
+                    # unique across programs, so this file's would be refused.
+                    plain = members_csv_write(
+                        folder / f"plain-{path.name}", size, russian=russian, seed=size + 2
+                    )
+                    _program(f"{code}-plain")
+                    runs.append(
+                        ("members_import, no superuser", plain, f"{code}-plain", _plain_role_url())
+                    )
+                for label, file, program_code, url in runs:
+                    wall, peak, out = _import_command(file, program_code, url)
                     outcome = out.strip().splitlines()
                     rows.append(
                         [
@@ -224,6 +290,8 @@ def main(argv: list[str]) -> int:
                 )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if args.without_superuser:
+            _plain_role_drop()
     print()
     print(table(rows))
     usage = resource.getrusage(resource.RUSAGE_SELF)
