@@ -30,7 +30,7 @@ class Command(BaseCommand):
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         }
-        env.setdefault("WEB_CONCURRENCY", "4")
+        env.setdefault("WEB_CONCURRENCY", "6")
         self.stdout.write(
             self.style.SUCCESS(f"Serving on http://127.0.0.1:{port}/admin/  (Ctrl-C stops all)")
         )
