@@ -166,6 +166,7 @@ def main(argv: list[str]) -> int:
     ]
     try:
         with scratch_database():
+            plain_url = _plain_role_url() if args.without_superuser else None
             files: list[tuple[Path, int, bool]] = []
             for i, size in enumerate(sizes):
                 russian = i == 0
@@ -201,9 +202,7 @@ def main(argv: list[str]) -> int:
                         folder / f"plain-{path.name}", size, russian=russian, seed=size + 2
                     )
                     _program(f"{code}-plain")
-                    runs.append(
-                        ("members_import, no superuser", plain, f"{code}-plain", _plain_role_url())
-                    )
+                    runs.append(("members_import, no superuser", plain, f"{code}-plain", plain_url))
                 for label, file, program_code, url in runs:
                     wall, peak, out = _import_command(file, program_code, url)
                     outcome = out.strip().splitlines()
