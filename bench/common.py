@@ -136,30 +136,43 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _pids() -> set[int]:
+    return {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+
+
 def process_tree_cpu(root: int) -> float | None:
     """CPU seconds (user + system) of process `root` and all its descendants, on this machine.
 
     Descendants that have ended and were waited for count too (in their parent's
     children times), so a server's finished connections are not lost. None when
     `root` is not a process here (a database on another machine).
+
+    A process of the tree that its parent waits for while /proc is read would be
+    counted twice (itself, then in the parent's children times) or not at all,
+    depending on which of the two is read first. So a reading in which a process
+    vanished is thrown away and /proc read again.
     """
     if _stat(root) is None:
         return None
     tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
-            stats[int(entry)] = fields
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        fields = stats.get(pid)
-        if fields is not None:
-            # utime, stime, cutime, cstime: fields 14-17 of proc(5).
-            total += sum(int(x) for x in fields[11:15])
-        todo += children.get(pid, [])
+    total = 0
+    for _attempt in range(20):
+        listed = _pids()
+        stats = {pid: fields for pid in listed if (fields := _stat(pid)) is not None}
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[1]), []).append(pid)
+        total, tree, todo = 0, set(), [root]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            if (fields := stats.get(pid)) is not None:
+                # utime, stime, cutime, cstime: fields 14-17 of proc(5).
+                total += sum(int(x) for x in fields[11:15])
+            todo += children.get(pid, [])
+        vanished = len(stats) < len(listed) or not tree <= _pids()
+        if not vanished:
+            break
     return total / tick
 
 
