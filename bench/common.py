@@ -62,23 +62,30 @@ def conninfo(dbname: str | None = None) -> dict[str, str]:
     }
 
 
-def database_url(dbname: str | None = None) -> str:
-    """DATABASE_URL of the default database (or ``dbname`` on its server), for children."""
+def database_url(dbname: str | None = None, *, user: str | None = None, password: str = "") -> str:
+    """DATABASE_URL of the default database (or ``dbname`` on its server), for children;
+    as ``user`` (with ``password``) instead of the default database's role, if given."""
     from urllib.parse import quote
 
     info = conninfo(dbname)
+    if user is not None:
+        info |= {"user": user, "password": password}
     host = quote(info["host"], safe="") if info["host"].startswith("/") else info["host"]
     port = f":{info['port']}" if info["port"] else ""
     password = f":{quote(info['password'])}" if info["password"] else ""
     return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
 
 
-def database_ensure(dbname: str) -> None:
-    """Create database ``dbname`` on the default database's server unless it exists."""
+def server_connect(dbname: str = "postgres") -> Any:
+    """An autocommit psycopg connection to ``dbname`` on the default database's server."""
     import psycopg
 
-    admin = {k: v for k, v in conninfo("postgres").items() if v}
-    with psycopg.connect(**admin, autocommit=True) as conn:
+    return psycopg.connect(**{k: v for k, v in conninfo(dbname).items() if v}, autocommit=True)
+
+
+def database_ensure(dbname: str) -> None:
+    """Create database ``dbname`` on the default database's server unless it exists."""
+    with server_connect() as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
             conn.execute(f'CREATE DATABASE "{dbname}"')
 
@@ -103,10 +110,7 @@ def pgbench_binary() -> str:
 
 def pgbench_prepare(dbname: str) -> None:
     """Load the yardstick's minimal schema (tables account, purchase, lot, entry) into dbname."""
-    import psycopg
-
-    info = {k: v for k, v in conninfo(dbname).items() if v}
-    with psycopg.connect(**info, autocommit=True) as conn:
+    with server_connect(dbname) as conn:
         conn.execute((YARDSTICK / "ledger_schema.sql").read_text())
 
 

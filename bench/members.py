@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import conninfo, database_url, django_setup, scratch_database, table
+from bench.common import database_url, django_setup, scratch_database, server_connect, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,8 +113,6 @@ def _plain_role_url() -> str:
     The role gets what the application's role has on its own tables: all
     privileges on them, and temporary tables. Dropped by _plain_role_drop.
     """
-    from urllib.parse import urlsplit, urlunsplit
-
     from django.db import connection
 
     password = "bench-" + os.urandom(8).hex()
@@ -127,17 +125,14 @@ def _plain_role_url() -> str:
             f'GRANT CONNECT, TEMPORARY ON DATABASE "{connection.settings_dict["NAME"]}" '
             f"TO {PLAIN_ROLE}"
         )
-    url = urlsplit(database_url())
-    host = url.netloc.rpartition("@")[2]
-    return urlunsplit(url._replace(netloc=f"{PLAIN_ROLE}:{password}@{host}"))
+    return database_url(user=PLAIN_ROLE, password=password)
 
 
 def _plain_role_drop() -> None:
     import psycopg
 
-    admin = {k: v for k, v in conninfo("postgres").items() if v}
     try:
-        with psycopg.connect(**admin, autocommit=True) as conn:
+        with server_connect() as conn:
             conn.execute(f"DROP ROLE IF EXISTS {PLAIN_ROLE}")
     except psycopg.Error as error:
         print(f"could not drop the role {PLAIN_ROLE}: {error}", file=sys.stderr)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
+
+from bench.common import database_url
 
 
 @pytest.fixture(autouse=True)
@@ -13,25 +16,10 @@ def _english(settings) -> None:  # type: ignore[no-untyped-def]
     settings.LANGUAGE_CODE = "en"
 
 
-def _database_url() -> str:
-    """A URL for the database the tests use, so child processes (worker, server) share it."""
-    from urllib.parse import quote
-
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    host = quote(cfg["HOST"] or "", safe="") if (cfg["HOST"] or "").startswith("/") else cfg["HOST"]
-    port = f":{cfg['PORT']}" if cfg["PORT"] else ""
-    password = f":{quote(cfg['PASSWORD'])}" if cfg.get("PASSWORD") else ""
-    return f"postgresql://{quote(cfg['USER'] or '')}{password}@{host}{port}/{cfg['NAME']}"
-
-
 @pytest.fixture
 def child_env() -> dict[str, str]:
     """Environment for a child process (Celery worker, beat, gunicorn) on the test database."""
-    import os
-
-    return {**os.environ, "DATABASE_URL": _database_url(), "DATABASE_CONN_MAX_AGE": "0"}
+    return {**os.environ, "DATABASE_URL": database_url(), "DATABASE_CONN_MAX_AGE": "0"}
 
 
 @pytest.fixture
@@ -43,7 +31,6 @@ def celery_processes(child_env, tmp_path):  # type: ignore[no-untyped-def]
     stopped at the end of the test. The test must use a transactional database
     (`django_db(transaction=True)`) so that the children see its rows.
     """
-    import os
     import signal
     import subprocess
     import sys

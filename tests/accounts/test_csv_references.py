@@ -17,9 +17,9 @@ from django.db import IntegrityError, connection, transaction
 from accounts.csv_bulk import MemberImport
 from accounts.csv_format import open_binary
 from accounts.models import Card, Member
+from bench.common import database_url
 from programs.models import Program, Store
 from tests.accounts.csv_support import members_state, program_with_store
-from tests.conftest import _database_url
 
 FILE = (
     "phone,card_number,first_name,store,consent_personal_data,consent_marketing_sms\n"
@@ -127,7 +127,7 @@ def test_a_trigger_of_our_own_on_members_is_not_switched_off() -> None:
 def test_a_store_the_import_refers_to_cannot_be_deleted_before_it_commits() -> None:
     program = _program("main")
     used, unused = (Store.objects.get(program=program, code=c).pk for c in ("S2", "S1"))
-    other = psycopg.connect(_database_url(), autocommit=True)
+    other = psycopg.connect(database_url(), autocommit=True)
     try:
         other.execute("SET lock_timeout = '200ms'")
         with transaction.atomic():

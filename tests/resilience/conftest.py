@@ -13,13 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from bench.common import database_url
 from bench.soak_stack import PrivatePostgres, Stack, pg_tool
-
-
-def _test_database_url() -> str:
-    from tests.conftest import _database_url
-
-    return _database_url()
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +28,7 @@ def schema_dump(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:  
     """
     path = tmp_path_factory.mktemp("schema") / "schema.dump"
     with django_db_blocker.unblock():
-        url = _test_database_url()
+        url = database_url()
     if not unquote(urlsplit(url).hostname or "/").startswith("/"):  # TCP: not the embedded one
         server = PrivatePostgres()
         try:

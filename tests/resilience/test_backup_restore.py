@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from bench.common import database_url
 from bench.soak_stack import PG_BIN, Stack, pg_execute, pg_server_version, url_with_database
 from pos.auth import terminal_cache_clear
-from tests.conftest import _database_url
 
 # Per member account: the cached balances, what its transfers add up to, its open lots.
 COMPARE_SQL = """
@@ -120,7 +120,7 @@ def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
 @pytest.mark.django_db(transaction=True)
 def test_a_restored_dump_has_every_members_balances_and_transfers(settings, tmp_path) -> None:
     _demo(settings)
-    source = _database_url()
+    source = database_url()
     tools = _client_tools(pg_server_version(source))
     dump = tmp_path / "loyalty.dump"
     subprocess.run(

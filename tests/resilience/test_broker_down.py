@@ -26,9 +26,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 
+from bench.common import database_url
 from bench.soak_load import Api
 from bench.soak_stack import Redis, Stack, pg_execute, wait_until
-from tests.conftest import _database_url
 from tests.resilience.factories import trigger_with_message
 
 pytestmark = pytest.mark.skipif(
@@ -87,7 +87,7 @@ def outage(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[dic
     seen: dict[str, Any] = {}
     with django_db_blocker.unblock():
         seeded = _seed()
-        url = _database_url()
+        url = database_url()
         connections.close_all()
         redis = Redis(workdir)
         redis.start()

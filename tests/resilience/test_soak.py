@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from bench import soak
-from tests.conftest import _database_url
+from bench.common import database_url
 
 LOAD_MINUTES = 1.0
 
@@ -38,7 +38,7 @@ def test_a_minute_of_mixed_load_leaves_every_invariant_intact(tmp_path) -> None:
         members=100,
         web_workers=2,
         worker_concurrency=1,
-        database_url=_database_url(),
+        database_url=database_url(),
         broker_url=_own_redis_database(os.environ.get("CELERY_BROKER_URL") or ""),
         pgbench_seconds=0,
         job_every=5,

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from django.utils import timezone
 
+from bench.common import database_url
 from bench.soak_stack import Stack, pg_execute, url_with_database, wait_until
-from tests.conftest import _database_url
 from tests.resilience.factories import trigger_with_message
 
 APP_NAME = "resilience-trigger"
@@ -36,7 +36,7 @@ def _welcome_setup() -> int:
 @pytest.mark.django_db(transaction=True)
 def test_a_trigger_killed_between_bonus_and_message_still_sends_it(tmp_path: Path) -> None:
     members = _welcome_setup()
-    url = _database_url()
+    url = database_url()
     database = url.rsplit("/", 1)[1]
     admin = url_with_database(url, "postgres")
     env = {"MESSAGES_QUIET_FROM": "0", "MESSAGES_QUIET_TO": "0", "PGAPPNAME": APP_NAME}

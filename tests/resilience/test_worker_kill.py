@@ -36,8 +36,8 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
+from bench.common import database_url
 from bench.soak_stack import Stack, pg_execute, url_with_database, wait_until
-from tests.conftest import _database_url
 from tests.resilience.factories import trigger_with_message
 
 # In the order beat's schedule would run them in a day; each is killed once, then rerun.
@@ -331,7 +331,7 @@ def _run(stack: Stack, name: str) -> None:
 def test_jobs_killed_mid_run_and_run_again_end_as_one_clean_run(settings, tmp_path: Path) -> None:
     seeded = _dataset(settings)
     assert seeded["holds"] > 0
-    source = _database_url()
+    source = database_url()
     database = source.rsplit("/", 1)[1]
     admin = url_with_database(source, "postgres")
     clean_name = f"{database}_clean"

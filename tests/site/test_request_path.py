@@ -14,7 +14,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connections
 from django.test import Client
 
-from tests.conftest import _database_url
+from bench.common import database_url
 from tests.pos.factories import card_of, member_create, program_create, till_create
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +116,7 @@ def test_a_connection_the_server_ended_is_replaced_before_the_request_uses_it() 
     wrapper = _new_connection()
     try:
         pid = wrapper.connection.info.backend_pid
-        with psycopg.connect(_database_url(), autocommit=True) as other:
+        with psycopg.connect(database_url(), autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [pid])
         # Wait (at most 10 s, however slow the machine) for the server's FATAL message.
         poller = select.poll()
