@@ -104,7 +104,8 @@ def pytest_collection_finish(session) -> None:  # type: ignore[no-untyped-def]
     twice = sorted(i for i, n in Counter(item.nodeid for item in session.items).items() if n > 1)
     if twice:
         raise pytest.UsageError(f"tests share a node id, so xdist would run one of each: {twice}")
-    if session.config.getvalue("loadgroup"):
+    # xdist sets this option in its workers only: a run without -n has no groups.
+    if getattr(session.config.option, "loadgroup", False):
         ungrouped = [
             item.nodeid
             for item in session.items
