@@ -57,6 +57,7 @@ from accounts.csv_format import (
 )
 from accounts.models import Card, Channel, Consent, Member
 from accounts.selectors import consent_given_subquery
+from loyalty_site.db import statistics_refresh
 from programs.models import Program, Store, Tier
 
 # done rows, total rows (None: unknown), phase ("reading", "checking", "writing", "done")
@@ -236,7 +237,8 @@ class MemberImport:
         started = time.perf_counter()
         self.progress(self.staged, self.total or self.staged, "checking")
         self._program_lock()
-        self._statistics_fresh()
+        # The plan and the writes join the file with these tables (loyalty_site.db).
+        statistics_refresh(Member, Card, Consent)
         program_id = self.program.pk
         params = {
             "program": program_id,
@@ -479,34 +481,6 @@ class MemberImport:
                     )
                 time.sleep(0.2)
 
-    def _statistics_fresh(self) -> None:
-        """ANALYZE the member tables now if autovacuum would, but has not yet.
-
-        The plan and the writes join the file with the members, their cards and
-        consents as they are; planned with statistics from before a big change
-        (an import just committed, or one rolled back and vacuumed away, which
-        leaves a table counted as empty), the server can pick a join that reads a
-        table once per row of the file. The threshold is autovacuum's default
-        one. SKIP_LOCKED: a table that another import or autovacuum is
-        analyzing right now is left to them, rather than waited for.
-        """
-        tables = [Member._meta.db_table, Card._meta.db_table, Consent._meta.db_table]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                SELECT c.relname FROM pg_class c
-                JOIN pg_stat_all_tables s ON s.relid = c.oid
-                WHERE c.oid = ANY(%s::regclass[])
-                      AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
-                ORDER BY c.relname
-                """,
-                [tables],
-            )
-            stale = [name for (name,) in cursor.fetchall()]
-            if stale:
-                quoted = ", ".join(connection.ops.quote_name(name) for name in stale)
-                cursor.execute(f"ANALYZE (SKIP_LOCKED) {quoted}")
-
     def outcomes(self, *, limit: int | None = None) -> Iterator[RowOutcome]:
         """Each row's planned outcome, in file order."""
         with connection.cursor() as cursor:
@@ -533,7 +507,7 @@ class MemberImport:
         chunk_r = f"{chunk} AND r.line >= %(lo)s AND r.line < %(hi)s"
         # The updates of existing members go first, over the whole file, then the inserts:
         # while accounts_member holds only committed rows, the server's statistics of it
-        # hold (see _statistics_fresh); the rows this transaction inserts are not in them,
+        # hold (see plan()); the rows this transaction inserts are not in them,
         # and an update planned against a table thought empty can scan it once per row.
         updates: list[tuple[str, dict[str, Any]]] = []
         inserts: list[tuple[str, dict[str, Any]]] = []

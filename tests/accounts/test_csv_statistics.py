@@ -9,6 +9,7 @@ the file with corrections did not finish.
 
 from __future__ import annotations
 
+import csv
 import io
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from django.db import connection, transaction
 
 from accounts.csv_bulk import members_import_stream
 from accounts.models import Card, Consent, Member
+from pos.history_import import purchases_import
+from pos.models import Purchase
 from tests.accounts.csv_support import program_with_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,8 +57,8 @@ def no_autovacuum() -> Iterator[None]:
             cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
 
 
-def test_a_corrected_file_right_after_an_import_into_tables_counted_empty(no_autovacuum) -> None:
-    program = program_with_store()
+def _members_imported_into_tables_counted_empty(program) -> None:
+    """ROWS members imported right after a failed import was rolled back and vacuumed away."""
     # An import that failed at the end: its rows are written, then rolled back.
     with pytest.raises(RuntimeError), transaction.atomic():
         members_import_stream(io.BytesIO(_file("Draft")), program=program)
@@ -74,11 +77,40 @@ def test_a_corrected_file_right_after_an_import_into_tables_counted_empty(no_aut
     counted, changed = _counted_live(Member._meta.db_table)
     assert counted == 0 and changed >= ROWS  # (earlier tests' rows count too)
 
+
+def _statements_bounded() -> None:
+    """A safety net: the quadratic plans took minutes here, the right ones well under a second."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '5s'")
+
+
+def test_a_corrected_file_right_after_an_import_into_tables_counted_empty(no_autovacuum) -> None:
+    program = program_with_store()
+    _members_imported_into_tables_counted_empty(program)
+
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # A safety net: the quadratic plan took minutes here, the right one well under a second.
-            cursor.execute("SET LOCAL statement_timeout = '5s'")
+        _statements_bounded()
         again = members_import_stream(io.BytesIO(_file("Anya")), program=program)
 
     assert (again.created, again.updated) == (0, ROWS)
     assert Member.objects.filter(program=program, first_name__startswith="Anya").count() == ROWS
+
+
+def test_purchase_history_right_after_an_import_into_tables_counted_empty(no_autovacuum) -> None:
+    program = program_with_store()
+    _members_imported_into_tables_counted_empty(program)
+    history = "".join(f"+7912{i:07d},S1,H{i},2025-03-01,150.00\n" for i in range(ROWS))
+    rows = csv.DictReader(io.StringIO("phone,store,receipt_number,purchased_at,total\n" + history))
+    refused: list[str] = []
+
+    with transaction.atomic():
+        _statements_bounded()
+        purchases_import(
+            program=program, rows=rows, refuse=lambda n, row, reason: refused.append(reason)
+        )
+
+    assert refused == []
+    assert Purchase.objects.filter(program=program).count() == ROWS
+    assert set(Member.objects.filter(program=program).values_list("purchase_count", flat=True)) == {
+        1
+    }
