@@ -505,11 +505,6 @@ class MemberImport:
         # Both tables by line range: the planner does not carry a range across the join.
         chunk = "p.line >= %(lo)s AND p.line < %(hi)s"
         chunk_r = f"{chunk} AND r.line >= %(lo)s AND r.line < %(hi)s"
-        # The updates of existing members go first, over the whole file, then the inserts:
-        # while accounts_member holds only committed rows, the server's statistics of it
-        # hold (see plan()); the rows this transaction inserts are not in them,
-        # and an update planned against a table thought empty can scan it once per row.
-        updates: list[tuple[str, dict[str, Any]]] = []
         inserts: list[tuple[str, dict[str, Any]]] = []
         columns, values, params = _insert_parts(
             Member,
@@ -548,9 +543,8 @@ class MemberImport:
                 },
             )
         )
-        updates.append(
-            (
-                f"""
+        update = (
+            f"""
                 UPDATE accounts_member t SET
                     phone = COALESCE(r.phone, t.phone),
                     first_name = COALESCE(r.first_name, t.first_name),
@@ -565,8 +559,7 @@ class MemberImport:
                 WHERE p.action = '{UPDATE}' AND p.member_changed AND t.id = p.member_id
                       AND {chunk_r}
                 """,
-                {"now": now},
-            )
+            {"now": now},
         )
         columns, values, params = _insert_parts(
             Card,
@@ -638,13 +631,19 @@ class MemberImport:
                     # cache, and the server does not hold millions of pending checks.
                     foreign_keys = _foreign_keys(cursor)
                     cursor.execute(f"SET CONSTRAINTS {foreign_keys} IMMEDIATE")
-                for statements in (updates, inserts):
-                    for lo in range(first, last + 1, APPLY_CHUNK):
-                        hi = lo + APPLY_CHUNK
-                        for sql, statement_params in statements:
-                            cursor.execute(sql, {**statement_params, "lo": lo, "hi": hi})
-                        if statements is inserts:
-                            self.progress(min(hi - first, total), total, "writing")
+                chunks = [(lo, lo + APPLY_CHUNK) for lo in range(first, last + 1, APPLY_CHUNK)]
+                # Existing members are updated over the whole file before any insert:
+                # while accounts_member holds only committed rows, the server's statistics
+                # of it hold (see plan()); the rows this transaction inserts are not in
+                # them, and an update planned against a table thought empty can scan it
+                # once per row.
+                sql, statement_params = update
+                for lo, hi in chunks:
+                    cursor.execute(sql, {**statement_params, "lo": lo, "hi": hi})
+                for lo, hi in chunks:
+                    for sql, statement_params in inserts:
+                        cursor.execute(sql, {**statement_params, "lo": lo, "hi": hi})
+                    self.progress(min(hi - first, total), total, "writing")
                 if in_bulk:
                     cursor.execute("SET LOCAL session_replication_role = origin")
                 else:

@@ -159,7 +159,6 @@ def process_tree_cpu(root: int) -> float | None:
     if _stat(root) is None:
         return None
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
     for _attempt in range(20):
         listed = _pids()
         stats = {pid: fields for pid in listed if (fields := _stat(pid)) is not None}

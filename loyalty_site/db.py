@@ -1,4 +1,4 @@
-"""Prepared statements for the few hot statements of the till.
+"""Database helpers: prepared statements for the till, fresh statistics for bulk imports.
 
 Django's psycopg cursors bind parameters on the client, so every execute sends
 the whole text and PostgreSQL parses and plans it again: for the till's member
@@ -12,6 +12,9 @@ Use it for fixed statement texts run on every request. Not for several
 statements in one execute (the extended protocol takes one), nor behind a
 PgBouncer older than 1.21 in transaction pooling (DATABASE_PGBOUNCER turns
 preparing off).
+
+`statistics_refresh()` is for the other end: the imports' set-based statements,
+which must not be planned against statistics from before a big change.
 """
 
 from __future__ import annotations
