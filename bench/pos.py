@@ -1,5 +1,5 @@
 """Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N]
-[--threads N].
+[--threads N] [--setups 6x1,2x3] [--rounds N].
 
 1. The yardstick: pgbench runs /work/shared/bench's ledger_accrue.sql (-c 8 -j 2)
    against the same PostgreSQL server, in a scratch database.
@@ -17,6 +17,11 @@ and the benchmark's clients, and per pgbench transaction of the server and
 pgbench (from /proc, when the server runs on this machine). When the machine's
 cores are all busy, the figure is about the ratio of the two totals: it shows
 where a purchase's time goes, and what the figure can reach.
+
+--rounds N repeats the whole (pgbench, then the API) N times and prints the
+medians; --setups compares gunicorn set-ups (WORKERSxTHREADS) side by side,
+each round running every set-up in turn after its pgbench run, so a slow
+minute of the machine touches them alike.
 """
 
 from __future__ import annotations
@@ -31,14 +36,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import (
     database_ensure,
     database_url,
+    median,
     pgbench_prepare,
     pgbench_tps,
     postgres_server_pid,
@@ -304,6 +310,90 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
+def run_api(
+    setup: tuple[int, int], seconds: int, clients: int, members_per_client: int
+) -> dict[str, Any]:
+    """One set-up (workers, threads): committed purchases, then quotes, on new members."""
+    server = postgres_server_pid()
+    key, cards = prepare(clients * members_per_client)
+    port = _free_port()
+    api = start_api(setup[0], port, setup[1])
+    try:
+        drive(port, key, cards, clients, 3, "/api/v1/purchases", 201)  # warm up
+        before = _cpu(server=server, web=api.pid)
+        ok, lat, statuses = drive(port, key, cards, clients, seconds, "/api/v1/purchases", 201)
+        cpu = _per_unit(before, _cpu(server=server, web=api.pid), ok, ("web", "postgres", "client"))
+        q_ok, q_lat, q_statuses = drive(
+            port, key, cards, clients, seconds, "/api/v1/purchases/quote", 200
+        )
+    finally:
+        api.send_signal(signal.SIGTERM)
+        try:
+            api.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            api.kill()
+    return {
+        "workers": setup[0],
+        "threads": setup[1],
+        "purchases_per_s": round(ok / seconds, 1),
+        "p50_ms": round(_pct(lat, 0.5), 1),
+        "p99_ms": round(_pct(lat, 0.99), 1),
+        "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
+        "statuses": statuses,
+        "quotes_per_s": round(q_ok / seconds, 1),
+        "quote_p99_ms": round(_pct(q_lat, 0.99), 1),
+        "quote_statuses": q_statuses,
+        "cpu_ms_per_purchase": cpu,
+    }
+
+
+def _report(run: dict[str, Any], tps: float | None, tx_cpu: dict[str, float | None]) -> None:
+    rate, q_rate = run["purchases_per_s"], run["quotes_per_s"]
+    print(
+        f"purchases (commit + redemption): {rate:.0f}/s, p50 {run['p50_ms']:.1f} ms, "
+        f"p99 {run['p99_ms']:.1f} ms, statuses {run['statuses']}"
+    )
+    print(
+        f"quotes: {q_rate:.0f}/s, p99 {run['quote_p99_ms']:.1f} ms "
+        f"({q_rate / rate if rate else float('nan'):.1f}× the commit rate), "
+        f"statuses {run['quote_statuses']}"
+    )
+    print(_cpu_line("CPU per purchase", run["cpu_ms_per_purchase"]))
+    if tx_cpu:
+        print(_cpu_line("CPU per pgbench transaction", tx_cpu))
+    if tps:
+        print(f"figure: API ÷ pgbench = {rate / tps:.3f} (target ≥ 0.25, aim 0.4)")
+
+
+def _setups(text: str) -> list[tuple[int, int]]:
+    """ "6x1,2x3" → [(6, 1), (2, 3)]."""
+    try:
+        pairs = [part.strip().lower().split("x") for part in text.split(",") if part.strip()]
+        return [(int(w), int(t)) for w, t in pairs]
+    except ValueError:
+        raise SystemExit(f"--setups: expected WORKERSxTHREADS[,...], got {text!r}") from None
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(median(known), 3) if known else None
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of several runs of one set-up."""
+    names = ("figure", "purchases_per_s", "p50_ms", "p99_ms", "quotes_per_s")
+    return {
+        "workers": runs[0]["workers"],
+        "threads": runs[0]["threads"],
+        "runs": len(runs),
+        **{name: _median_or_none([r[name] for r in runs]) for name in names},
+        "cpu_ms_per_purchase": {
+            part: _median_or_none([r["cpu_ms_per_purchase"][part] for r in runs])
+            for part in ("web", "postgres", "client")
+        },
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench pos", description=__doc__)
     parser.add_argument("--seconds", type=int, default=20, help="per phase (default 20)")
@@ -315,6 +405,12 @@ def main(argv: list[str]) -> int:
         default=int(os.environ.get("WEB_THREADS", 1)),
         help="threads per gunicorn worker (default WEB_THREADS or 1 = sync workers)",
     )
+    parser.add_argument(
+        "--setups",
+        default="",
+        help="gunicorn set-ups to compare, WORKERSxTHREADS[,...] (default: --workers x --threads)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds; medians printed (default 1)")
     parser.add_argument("--members-per-client", type=int, default=4)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument(
@@ -324,6 +420,7 @@ def main(argv: list[str]) -> int:
         "(default bench_pos; 'default' uses the configured one)",
     )
     args = parser.parse_args(argv)
+    setups = _setups(args.setups) if args.setups else [(args.workers, args.threads)]
     _setup()
     if args.database != "default" and os.environ.get("BENCH_POS_DATABASE") != args.database:
         _reexec_on(args.database, argv)
@@ -332,65 +429,36 @@ def main(argv: list[str]) -> int:
 
         call_command("migrate", verbosity=0, interactive=False)
 
-    tps, tx_cpu = (None, {}) if args.skip_pgbench else yardstick(args.seconds)
-    if tps is not None:
-        print(f"pgbench yardstick: {tps:.0f} tps (-c 8 -j 2, {args.seconds} s)")
-    server = postgres_server_pid()
-    key, cards = prepare(args.clients * args.members_per_client)
-    port = _free_port()
-    with tempfile.TemporaryDirectory():
-        api = start_api(args.workers, port, args.threads)
-        try:
-            drive(port, key, cards, args.clients, 3, "/api/v1/purchases", 201)  # warm up
-            before = _cpu(server=server, web=api.pid)
-            ok, lat, statuses = drive(
-                port, key, cards, args.clients, args.seconds, "/api/v1/purchases", 201
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {setup: [] for setup in setups}
+    for round_no in range(1, args.rounds + 1):
+        tps, tx_cpu = (None, {}) if args.skip_pgbench else yardstick(args.seconds)
+        if tps is not None:
+            print(
+                f"round {round_no}: pgbench yardstick {tps:.0f} tps (-c 8 -j 2, {args.seconds} s)"
             )
-            purchase_cpu = _per_unit(
-                before, _cpu(server=server, web=api.pid), ok, ("web", "postgres", "client")
-            )
-            rate = ok / args.seconds
-            q_ok, q_lat, q_statuses = drive(
-                port, key, cards, args.clients, args.seconds, "/api/v1/purchases/quote", 200
-            )
-            q_rate = q_ok / args.seconds
-        finally:
-            api.send_signal(signal.SIGTERM)
-            try:
-                api.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                api.kill()
-    print(
-        f"purchases (commit + redemption): {rate:.0f}/s, p50 {_pct(lat, 0.5):.1f} ms, "
-        f"p99 {_pct(lat, 0.99):.1f} ms, statuses {statuses}"
-    )
-    print(
-        f"quotes: {q_rate:.0f}/s, p50 {_pct(q_lat, 0.5):.1f} ms, p99 {_pct(q_lat, 0.99):.1f} ms "
-        f"({q_rate / rate if rate else float('nan'):.1f}× the commit rate), statuses {q_statuses}"
-    )
-    print(_cpu_line("CPU per purchase", purchase_cpu))
-    if tx_cpu:
-        print(_cpu_line("CPU per pgbench transaction", tx_cpu))
-    figure = rate / tps if tps else None
-    if figure is not None:
-        print(f"figure: API ÷ pgbench = {figure:.2f} (target ≥ 0.25, aim 0.4)")
-    print(
-        json.dumps(
-            {
+        for setup in setups:
+            run = run_api(setup, args.seconds, args.clients, args.members_per_client)
+            run |= {
                 "bench": "pos",
+                "round": round_no,
                 "pgbench_tps": tps,
-                "purchases_per_s": round(rate, 1),
-                "p50_ms": round(_pct(lat, 0.5), 1),
-                "p99_ms": round(_pct(lat, 0.99), 1),
-                "quotes_per_s": round(q_rate, 1),
-                "figure": round(figure, 3) if figure else None,
-                "clients": args.clients,
-                "workers": args.workers,
-                "threads": args.threads,
-                "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
-                "cpu_ms_per_purchase": purchase_cpu,
                 "cpu_ms_per_pgbench_tx": tx_cpu,
+                "figure": round(run["purchases_per_s"] / tps, 3) if tps else None,
+                "clients": args.clients,
             }
-        )
-    )
+            print(f"gunicorn {setup[0]} workers x {setup[1]} threads, round {round_no}:")
+            _report(run, tps, tx_cpu)
+            print(json.dumps(run))
+            runs[setup].append(run)
+    if args.rounds > 1 or len(setups) > 1:
+        print(f"medians of {args.rounds} rounds:")
+        for setup, done in runs.items():
+            summary = _medians(done)
+            print(
+                f"  {setup[0]} workers x {setup[1]} threads: figure {summary['figure']}, "
+                f"{summary['purchases_per_s']:.0f} purchases/s, p50 {summary['p50_ms']:.1f} ms, "
+                f"p99 {summary['p99_ms']:.1f} ms, quotes {summary['quotes_per_s']:.0f}/s, "
+                f"CPU per purchase {summary['cpu_ms_per_purchase']}"
+            )
+            print(json.dumps({"bench": "pos", "medians": summary}))
     return 0
