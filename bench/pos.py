@@ -1,5 +1,5 @@
 """Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N]
-[--threads N] [--setups 6x1,2x3] [--rounds N].
+[--threads N] [--setups 6x1,2x3] [--rounds N] [--in-process N].
 
 1. The yardstick: pgbench runs /work/shared/bench's ledger_accrue.sql (-c 8 -j 2)
    against the same PostgreSQL server, in a scratch database.
@@ -18,6 +18,9 @@ pgbench (from /proc, when the server runs on this machine). When the machine's
 cores are all busy, the figure is about the ratio of the two totals: it shows
 where a purchase's time goes, and what the figure can reach.
 
+--in-process N runs no server: N purchases, then N quotes, one at a time
+through Django's WSGI handler in this process, and prints the CPU each takes.
+
 --rounds N repeats the whole (pgbench, then the API) N times and prints the
 medians; --setups compares gunicorn set-ups (WORKERSxTHREADS) side by side,
 each round running every set-up in turn after its pgbench run, so a slow
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import resource
@@ -180,18 +184,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The web server's settings: production ones (DEBUG off), throttling lifted.
+API_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
+    "SECURE_SSL_REDIRECT": "0",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "API_THROTTLE_RATE": "1000000/second",
+    "LOG_LEVEL": "WARNING",
+    "DATABASE_CONN_MAX_AGE": "600",
+}
+
+
 def start_api(workers: int, port: int, threads: int = 1) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DEBUG": "0",
-        "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key-" + "x" * 30),
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "API_THROTTLE_RATE": "1000000/second",
-        "LOG_LEVEL": "WARNING",
-        "DATABASE_CONN_MAX_AGE": "600",
-    }
+    env = {**os.environ, **API_ENV, "DATABASE_URL": database_url()}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     # The Procfile's default is sync workers (--threads 1): measured side by side
@@ -303,6 +309,53 @@ def drive(
     return statuses.get(status, 0), latencies, statuses
 
 
+def in_process(calls: int) -> None:
+    """Purchases, then quotes, one at a time through Django's WSGI handler in this process.
+
+    The Python CPU of a call without gunicorn, the network or other processes
+    competing for the cores: the figure to watch when trimming the hot path.
+    """
+    from django.core.handlers.wsgi import WSGIHandler
+
+    key, cards = prepare(4)
+    app = WSGIHandler()
+    run = time.time_ns()
+
+    def call(path: str, ident: str) -> None:
+        body = _receipt(cards[hash(ident) % len(cards)], f"R-{ident}", 10)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "127.0.0.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/json",
+            "HTTP_AUTHORIZATION": f"Token {key}",
+            "HTTP_IDEMPOTENCY_KEY": ident,
+        }
+        statuses: list[str] = []
+        response = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        b"".join(response)
+        response.close()
+        if not statuses[0].startswith(("200", "201")):
+            raise SystemExit(f"{path} answered {statuses[0]}")
+
+    for name, path in (("purchase", "/api/v1/purchases"), ("quote", "/api/v1/purchases/quote")):
+        for i in range(20):  # per-process caches and prepared statements
+            call(path, f"{run}-{name}-warm-{i}")
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(calls):
+            call(path, f"{run}-{name}-{i}")
+        cpu_ms = (time.process_time() - cpu) / calls * 1000
+        wall_ms = (time.perf_counter() - wall) / calls * 1000
+        print(f"in process, one at a time: a {name} takes {cpu_ms:.2f} ms of CPU, {wall_ms:.2f} ms")
+        print(json.dumps({"bench": "pos", "in_process": name, "cpu_ms": round(cpu_ms, 3)}))
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -411,6 +464,13 @@ def main(argv: list[str]) -> int:
         help="gunicorn set-ups to compare, WORKERSxTHREADS[,...] (default: --workers x --threads)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds; medians printed (default 1)")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N purchases, then N quotes, through Django in this process, one at a time",
+    )
     parser.add_argument("--members-per-client", type=int, default=4)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument(
@@ -421,6 +481,8 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     setups = _setups(args.setups) if args.setups else [(args.workers, args.threads)]
+    if args.in_process:
+        os.environ.update(API_ENV)  # read by the settings, in this process and after the re-exec
     _setup()
     if args.database != "default" and os.environ.get("BENCH_POS_DATABASE") != args.database:
         _reexec_on(args.database, argv)
@@ -428,6 +490,9 @@ def main(argv: list[str]) -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
+    if args.in_process:
+        in_process(args.in_process)
+        return 0
 
     runs: dict[tuple[int, int], list[dict[str, Any]]] = {setup: [] for setup in setups}
     for round_no in range(1, args.rounds + 1):

@@ -1,0 +1,57 @@
+"""The cashier benchmark's rounds: set-ups parsed, medians per set-up (python -m bench pos)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pos import _medians, _setups
+
+
+def test_setups_read_as_workers_by_threads() -> None:
+    assert _setups("6x1, 2X3") == [(6, 1), (2, 3)]
+
+
+@pytest.mark.parametrize("text", ["6", "6x", "sixx1", "6x1x2"])
+def test_a_malformed_setup_is_refused_with_the_expected_form(text: str) -> None:
+    with pytest.raises(SystemExit, match="WORKERSxTHREADS"):
+        _setups(text)
+
+
+def _run(figure: float, rate: float, p99: float, web: float | None) -> dict[str, object]:
+    return {
+        "workers": 6,
+        "threads": 1,
+        "figure": figure,
+        "purchases_per_s": rate,
+        "p50_ms": 40.0,
+        "p99_ms": p99,
+        "quotes_per_s": 900.0,
+        "cpu_ms_per_purchase": {"web": web, "postgres": 1.8, "client": 0.3},
+    }
+
+
+def test_medians_are_taken_per_figure_across_the_rounds() -> None:
+    # Each median comes from a different round: a slow round must not set them all.
+    runs = [_run(0.09, 300, 120.0, 4.0), _run(0.11, 380, 60.0, None), _run(0.10, 340, 80.0, 3.5)]
+    summary = _medians(runs)
+    assert summary["runs"] == 3
+    assert summary["figure"] == 0.10
+    assert summary["purchases_per_s"] == 340
+    assert summary["p99_ms"] == 80.0
+    # A run whose web CPU was not measured is left out, not counted as zero.
+    assert summary["cpu_ms_per_purchase"] == {"web": 3.75, "postgres": 1.8, "client": 0.3}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_in_process_run_takes_real_purchases_and_quotes(settings, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bench.pos import PROGRAM, in_process
+    from pos.models import Purchase
+
+    settings.API_THROTTLE_RATE = "100000/second"
+    in_process(5)
+    out = capsys.readouterr().out
+    assert "a purchase takes" in out and "a quote takes" in out
+    # 20 warm-up purchases and the 5 measured ones, each with its points redeemed
+    purchases = Purchase.objects.filter(program__code=PROGRAM)
+    assert purchases.count() == 25
+    assert all(p.redeemed_points == 10 for p in purchases)
