@@ -21,7 +21,7 @@ where a purchase's time goes, and what the figure can reach.
 --in-process N runs no server: N purchases, then N quotes, one at a time
 through Django's WSGI handler in this process, and prints the CPU each takes.
 
---rounds N repeats the whole (pgbench, then the API) N times and prints the
+--rounds N (default 3) repeats the whole (pgbench, then the API) N times and prints the
 medians; --setups compares gunicorn set-ups (WORKERSxTHREADS) side by side,
 each round running every set-up in turn after its pgbench run, so a slow
 minute of the machine touches them alike.
@@ -463,7 +463,7 @@ def main(argv: list[str]) -> int:
         default="",
         help="gunicorn set-ups to compare, WORKERSxTHREADS[,...] (default: --workers x --threads)",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="rounds; medians printed (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians printed (default 3)")
     parser.add_argument(
         "--in-process",
         type=int,
