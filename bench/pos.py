@@ -419,7 +419,7 @@ def _report(run: dict[str, Any], tps: float | None, tx_cpu: dict[str, float | No
 
 
 def _setups(text: str) -> list[tuple[int, int]]:
-    """ "6x1,2x3" → [(6, 1), (2, 3)]."""
+    """The set-ups of --setups, e.g. 6x1,2x3 → [(6, 1), (2, 3)]."""
     try:
         pairs = [part.strip().lower().split("x") for part in text.split(",") if part.strip()]
         return [(int(w), int(t)) for w, t in pairs]
@@ -480,6 +480,8 @@ def main(argv: list[str]) -> int:
         "(default bench_pos; 'default' uses the configured one)",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seconds < 1:
+        parser.error("--rounds and --seconds must be at least 1")
     setups = _setups(args.setups) if args.setups else [(args.workers, args.threads)]
     if args.in_process:
         os.environ.update(API_ENV)  # read by the settings, in this process and after the re-exec
