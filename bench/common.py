@@ -72,8 +72,8 @@ def database_url(dbname: str | None = None, *, user: str | None = None, password
         info |= {"user": user, "password": password}
     host = quote(info["host"], safe="") if info["host"].startswith("/") else info["host"]
     port = f":{info['port']}" if info["port"] else ""
-    password = f":{quote(info['password'])}" if info["password"] else ""
-    return f"postgresql://{quote(info['user'])}{password}@{host}{port}/{info['dbname']}"
+    secret = f":{quote(info['password'])}" if info["password"] else ""
+    return f"postgresql://{quote(info['user'])}{secret}@{host}{port}/{info['dbname']}"
 
 
 def server_connect(dbname: str = "postgres") -> Any:
