@@ -1,5 +1,5 @@
 """Cashier API benchmark: python -m bench pos [--seconds N] [--clients N] [--workers N]
-[--threads N] [--setups 6x1,2x3] [--rounds N] [--in-process N].
+[--threads N] [--setups 6x1,2x3] [--rounds N] [--ceiling] [--in-process N].
 
 1. The yardstick: pgbench runs /work/shared/bench's ledger_accrue.sql (-c 8 -j 2)
    against the same PostgreSQL server, in a scratch database.
@@ -16,7 +16,11 @@ Also the CPU milliseconds per purchase of the web server, the database server
 and the benchmark's clients, and per pgbench transaction of the server and
 pgbench (from /proc, when the server runs on this machine). When the machine's
 cores are all busy, the figure is about the ratio of the two totals: it shows
-where a purchase's time goes, and what the figure can reach.
+where a purchase's time goes, and what the figure can reach. Both are printed:
+the figure the CPU shares predict, beside the measured one, and with --ceiling
+the figure a purchase would reach if our Python cost nothing (its SQL, plus
+gunicorn and the clients on bench.null_app, a WSGI app that does nothing, driven
+for --seconds more under the same set-up).
 
 --in-process N runs no server: N purchases, then N quotes, one at a time
 through Django's WSGI handler in this process, and prints the CPU each takes.
@@ -196,14 +200,16 @@ API_ENV = {
 }
 
 
-def start_api(workers: int, port: int, threads: int = 1) -> subprocess.Popen[bytes]:
+def start_api(
+    workers: int, port: int, threads: int = 1, app: str = "loyalty_site.wsgi"
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **API_ENV, "DATABASE_URL": database_url()}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     # The Procfile's default is sync workers (--threads 1): measured side by side
     # on 2 cores, 6 sync workers took as many purchases as 4 workers of 4 threads
     # with a far shorter p99 (threads of one process queue for its one GIL).
-    args = [gunicorn, "loyalty_site.wsgi", "--workers", str(workers), "--threads", str(threads)]
+    args = [gunicorn, app, "--workers", str(workers), "--threads", str(threads)]
     args += ["--bind"]
     args += [f"127.0.0.1:{port}", "--log-level", "warning", "--worker-tmp-dir", "/dev/shm"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env)
@@ -220,6 +226,14 @@ def start_api(workers: int, port: int, threads: int = 1) -> subprocess.Popen[byt
             time.sleep(0.3)
     proc.kill()
     raise SystemExit("gunicorn did not answer within 180 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _receipt(card: str, n: str, redeem: int) -> bytes:
@@ -364,9 +378,17 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run_api(
-    setup: tuple[int, int], seconds: int, clients: int, members_per_client: int
+    setup: tuple[int, int],
+    seconds: int,
+    clients: int,
+    members_per_client: int,
+    ceiling: bool = False,
 ) -> dict[str, Any]:
-    """One set-up (workers, threads): committed purchases, then quotes, on new members."""
+    """One set-up (workers, threads): committed purchases, then quotes, on new members.
+
+    With `ceiling`, then the same purchase requests to bench.null_app under the same
+    set-up: the CPU of gunicorn and the clients alone, per request.
+    """
     server = postgres_server_pid()
     key, cards = prepare(clients * members_per_client)
     port = _free_port()
@@ -380,11 +402,17 @@ def run_api(
             port, key, cards, clients, seconds, "/api/v1/purchases/quote", 200
         )
     finally:
-        api.send_signal(signal.SIGTERM)
+        _stop(api)
+    null_cpu = None
+    if ceiling:
+        null = start_api(setup[0], port, setup[1], app="bench.null_app")
         try:
-            api.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.kill()
+            drive(port, key, cards, clients, 1, "/api/v1/purchases", 201)  # warm up
+            before = _cpu(server=None, web=null.pid)
+            n_ok, _lat, _st = drive(port, key, cards, clients, seconds, "/api/v1/purchases", 201)
+            null_cpu = _per_unit(before, _cpu(server=None, web=null.pid), n_ok, ("web", "client"))
+        finally:
+            _stop(null)
     return {
         "workers": setup[0],
         "threads": setup[1],
@@ -397,6 +425,30 @@ def run_api(
         "quote_p99_ms": round(_pct(q_lat, 0.99), 1),
         "quote_statuses": q_statuses,
         "cpu_ms_per_purchase": cpu,
+        "cpu_ms_per_null_request": null_cpu,
+    }
+
+
+def _cpu_figure(tx_cpu: dict[str, float | None], per_request: list[float | None]) -> float | None:
+    """pgbench's CPU per transaction ÷ the CPU of one request: what the figure comes to when
+    the cores are all busy (None when a part was not measured)."""
+    yardstick = [tx_cpu.get("postgres"), tx_cpu.get("pgbench")]
+    parts = [*yardstick, *per_request]
+    if any(v is None for v in parts):
+        return None
+    return round(sum(yardstick) / sum(per_request), 3)  # type: ignore[arg-type]
+
+
+def _figures_from_cpu(run: dict[str, Any]) -> dict[str, float | None]:
+    """The figure as the CPU shares predict it, and the ceiling: the same with no Python of
+    ours, a purchase costing only its SQL plus gunicorn and the clients on a do-nothing app."""
+    tx_cpu, purchase = run["cpu_ms_per_pgbench_tx"] or {}, run["cpu_ms_per_purchase"]
+    null = run["cpu_ms_per_null_request"]
+    return {
+        "cpu_figure": _cpu_figure(tx_cpu, list(purchase.values())),
+        "ceiling": _cpu_figure(tx_cpu, [purchase["postgres"], null["web"], null["client"]])
+        if null
+        else None,
     }
 
 
@@ -417,6 +469,19 @@ def _report(run: dict[str, Any]) -> None:
         print(_cpu_line("CPU per pgbench transaction", run["cpu_ms_per_pgbench_tx"]))
     if run["figure"] is not None:
         print(f"figure: API ÷ pgbench = {run['figure']:.3f} (target ≥ 0.25, aim 0.4)")
+    if run["cpu_figure"] is not None:
+        print(
+            f"the same from CPU: {run['cpu_figure']:.3f} (pgbench's CPU per transaction ÷ "
+            "the purchase's; the two agree while the cores are all busy)"
+        )
+    if run["ceiling"] is not None:
+        null = run["cpu_ms_per_null_request"]
+        print(
+            f"ceiling: {run['ceiling']:.3f}, the figure if our Python cost nothing: the "
+            f"purchase's SQL (postgres {run['cpu_ms_per_purchase']['postgres']:.2f} ms) plus "
+            f"gunicorn and the clients on a do-nothing app (web {null['web']:.2f} ms, "
+            f"client {null['client']:.2f} ms)"
+        )
 
 
 def _setups(text: str) -> list[tuple[int, int]]:
@@ -435,12 +500,12 @@ def _median_or_none(values: list[float | None]) -> float | None:
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The medians of several runs of one set-up."""
-    names = ("figure", "purchases_per_s", "p50_ms", "p99_ms", "quotes_per_s")
+    names = ("figure", "purchases_per_s", "p50_ms", "p99_ms", "quotes_per_s", "ceiling")
     return {
         "workers": runs[0]["workers"],
         "threads": runs[0]["threads"],
         "runs": len(runs),
-        **{name: _median_or_none([r[name] for r in runs]) for name in names},
+        **{name: _median_or_none([r.get(name) for r in runs]) for name in names},
         "cpu_ms_per_purchase": {
             part: _median_or_none([r["cpu_ms_per_purchase"][part] for r in runs])
             for part in ("web", "postgres", "client")
@@ -471,6 +536,12 @@ def main(argv: list[str]) -> int:
         default=0,
         metavar="N",
         help="instead: N purchases, then N quotes, through Django in this process, one at a time",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also drive a do-nothing WSGI app (bench.null_app) under the same set-up and "
+        "print the figure a purchase would reach if our Python cost nothing",
     )
     parser.add_argument("--members-per-client", type=int, default=4)
     parser.add_argument("--skip-pgbench", action="store_true")
@@ -505,7 +576,7 @@ def main(argv: list[str]) -> int:
                 f"round {round_no}: pgbench yardstick {tps:.0f} tps (-c 8 -j 2, {args.seconds} s)"
             )
         for setup in setups:
-            run = run_api(setup, args.seconds, args.clients, args.members_per_client)
+            run = run_api(setup, args.seconds, args.clients, args.members_per_client, args.ceiling)
             run |= {
                 "bench": "pos",
                 "round": round_no,
@@ -514,6 +585,7 @@ def main(argv: list[str]) -> int:
                 "figure": round(run["purchases_per_s"] / tps, 3) if tps else None,
                 "clients": args.clients,
             }
+            run |= _figures_from_cpu(run)
             print(f"gunicorn {setup[0]} workers x {setup[1]} threads, round {round_no}:")
             _report(run)
             print(json.dumps(run))
@@ -527,6 +599,7 @@ def main(argv: list[str]) -> int:
                 f"{summary['purchases_per_s']:.0f} purchases/s, p50 {summary['p50_ms']:.1f} ms, "
                 f"p99 {summary['p99_ms']:.1f} ms, quotes {summary['quotes_per_s']:.0f}/s, "
                 f"CPU per purchase {summary['cpu_ms_per_purchase']}"
+                + (f", ceiling {summary['ceiling']}" if summary["ceiling"] is not None else "")
             )
             print(json.dumps({"bench": "pos", "medians": summary}))
     return 0

@@ -55,3 +55,37 @@ def test_the_in_process_run_takes_real_purchases_and_quotes(settings, capsys) ->
     purchases = Purchase.objects.filter(program__code=PROGRAM)
     assert purchases.count() == 25
     assert all(p.redeemed_points == 10 for p in purchases)
+
+
+def test_the_figure_from_cpu_and_the_ceiling_add_up_the_measured_shares() -> None:
+    from bench.pos import _figures_from_cpu
+
+    run = {
+        "cpu_ms_per_pgbench_tx": {"postgres": 0.45, "pgbench": 0.05},
+        "cpu_ms_per_purchase": {"web": 3.0, "postgres": 1.6, "client": 0.4},
+        "cpu_ms_per_null_request": {"web": 0.3, "client": 0.1},
+    }
+    # 0.5 ms a pgbench transaction against 5 ms a purchase, and 2 ms with no Python of ours
+    assert _figures_from_cpu(run) == {"cpu_figure": 0.1, "ceiling": 0.25}
+    # A part not measured (a database on another machine) gives no figure rather than a wrong one
+    run["cpu_ms_per_purchase"]["postgres"] = None
+    run["cpu_ms_per_null_request"] = None
+    assert _figures_from_cpu(run) == {"cpu_figure": None, "ceiling": None}
+
+
+def test_the_null_app_reads_the_request_and_answers_like_a_purchase() -> None:
+    import io
+    import json
+
+    from bench.null_app import application
+
+    body = b'{"receipt_number": "R-1"}' * 10
+    request = io.BytesIO(body)
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+    environ = {"wsgi.input": request, "CONTENT_LENGTH": str(len(body))}
+    answer = b"".join(application(environ, lambda status, headers: seen.append((status, headers))))
+    assert request.tell() == len(body)
+    assert seen[0][0] == "201 Created"
+    assert dict(seen[0][1])["Content-Length"] == str(len(answer))
+    assert json.loads(answer)["status"] == "completed"
+    assert 1000 < len(answer) < 1200  # the size of a real purchase's answer
