@@ -500,7 +500,15 @@ def _median_or_none(values: list[float | None]) -> float | None:
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The medians of several runs of one set-up."""
-    names = ("figure", "purchases_per_s", "p50_ms", "p99_ms", "quotes_per_s", "ceiling")
+    names = (
+        "figure",
+        "cpu_figure",
+        "ceiling",
+        "purchases_per_s",
+        "p50_ms",
+        "p99_ms",
+        "quotes_per_s",
+    )
     return {
         "workers": runs[0]["workers"],
         "threads": runs[0]["threads"],
@@ -595,7 +603,8 @@ def main(argv: list[str]) -> int:
         for setup, done in runs.items():
             summary = _medians(done)
             print(
-                f"  {setup[0]} workers x {setup[1]} threads: figure {summary['figure']}, "
+                f"  {setup[0]} workers x {setup[1]} threads: figure {summary['figure']} "
+                f"(from CPU {summary['cpu_figure']}), "
                 f"{summary['purchases_per_s']:.0f} purchases/s, p50 {summary['p50_ms']:.1f} ms, "
                 f"p99 {summary['p99_ms']:.1f} ms, quotes {summary['quotes_per_s']:.0f}/s, "
                 f"CPU per purchase {summary['cpu_ms_per_purchase']}"

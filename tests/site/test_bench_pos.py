@@ -40,6 +40,7 @@ def test_medians_are_taken_per_figure_across_the_rounds() -> None:
     assert summary["p99_ms"] == 80.0
     # A run whose web CPU was not measured is left out, not counted as zero.
     assert summary["cpu_ms_per_purchase"] == {"web": 3.75, "postgres": 1.8, "client": 0.3}
+    assert summary["ceiling"] is None  # rounds run without --ceiling
 
 
 @pytest.mark.django_db(transaction=True)
