@@ -13,8 +13,15 @@ from pathlib import Path
 
 
 def _names() -> list[str]:
+    """The benchmarks: modules with a main(argv), found in their text without importing them
+    (helpers such as common.py or the do-nothing null_app.py are not listed)."""
     here = Path(__file__).resolve().parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(here)])
+        if not m.name.startswith("_")
+        and "\ndef main(" in (here / f"{m.name}.py").read_text(encoding="utf-8")
+    )
 
 
 def main(argv: list[str]) -> int:

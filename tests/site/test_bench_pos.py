@@ -90,3 +90,14 @@ def test_the_null_app_reads_the_request_and_answers_like_a_purchase() -> None:
     assert dict(seen[0][1])["Content-Length"] == str(len(answer))
     assert json.loads(answer)["status"] == "completed"
     assert 1000 < len(answer) < 1200  # the size of a real purchase's answer
+
+
+def test_python_m_bench_lists_the_benchmarks_not_their_helpers(capsys) -> None:  # type: ignore[no-untyped-def]
+    from bench.__main__ import main
+
+    assert main([]) == 0
+    listed = capsys.readouterr().out.split("benchmarks: ")[1].strip().split(", ")
+    assert "pos" in listed and "ledger" in listed
+    assert not {"common", "null_app", "members_data"} & set(listed)
+    # A helper's name is refused like any unknown name, not run into a traceback.
+    assert main(["null_app"]) == 2
