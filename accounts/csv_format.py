@@ -170,8 +170,9 @@ def open_text(text: str) -> CsvSource:
     return _with_header(reader, delimiter, "utf-8")
 
 
-def open_binary(stream: IO[bytes]) -> CsvSource:
-    """Stream a CSV file from a binary file object, detecting encoding and delimiter.
+def open_binary(stream: IO[bytes], delimiter: str | None = None) -> CsvSource:
+    """Stream a CSV file from a binary file object, detecting encoding and delimiter
+    (unless `delimiter` is given).
 
     Memory does not grow with the file: rows are decoded and read as they are
     consumed. A byte that does not fit the detected encoding further down
@@ -182,7 +183,7 @@ def open_binary(stream: IO[bytes]) -> CsvSource:
     encoding = sniff_encoding(head)
     text = io.TextIOWrapper(buffered, encoding=encoding, newline="")
     first_line = head.decode(encoding, errors="replace").lstrip("\ufeff").split("\n", 1)[0]
-    delimiter = sniff_delimiter(first_line)
+    delimiter = delimiter or sniff_delimiter(first_line)
     reader = csv.reader(_decoding_guard(text), delimiter=delimiter)
     return _with_header(reader, delimiter, encoding)
 
@@ -194,10 +195,34 @@ def _decoding_guard(lines: Iterable[str]) -> Iterator[str]:
         raise FileFormatError([_unreadable(error)]) from None
 
 
-def _with_header(reader: Iterator[list[str]], delimiter: str, encoding: str) -> CsvSource:
-    for header in reader:
+def _records(reader: Any) -> Iterator[list[str]]:
+    """The reader's rows; a row the csv module cannot read is a FileFormatError naming the
+    line it starts on (most often a quote mark opened and never closed, which swallows the
+    rest of the file into one cell until the cell outgrows the csv module's limit)."""
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise FileFormatError(
+                [
+                    _(
+                        "Line %(line)d is not valid CSV (%(error)s). The usual cause is a "
+                        'quote mark (") opened in a cell and never closed.'
+                    )
+                    % {"line": line, "error": error}
+                ]
+            ) from None
+        yield row
+
+
+def _with_header(reader: Any, delimiter: str, encoding: str) -> CsvSource:
+    records = _records(reader)
+    for header in records:
         if any(cell.strip() for cell in header):
-            return CsvSource(header=header, rows=reader, delimiter=delimiter, encoding=encoding)
+            return CsvSource(header=header, rows=records, delimiter=delimiter, encoding=encoding)
     raise FileFormatError([_("The file is empty: it has no header line.")])
 
 

@@ -40,6 +40,17 @@ def test_a_cp1251_file_with_semicolons_and_russian_headers_is_read() -> None:
     assert rows[0][2] == "Анна"
 
 
+def test_a_quote_never_closed_names_its_line_instead_of_a_traceback() -> None:
+    """A cell that starts with a quote mark never closed: the csv module reads on and on."""
+    import io
+
+    text = "phone;first_name;consent_personal_data\r\n+79123456780;Анна;да\r\n"
+    text += '+79123456781;"ООО Ромашка;да\r\n' + "+79123456782;Борис;да\r\n" * 8000
+    source = open_binary(io.BytesIO(text.encode("cp1251")))
+    with pytest.raises(FileFormatError, match=r"Line 3 is not valid CSV"):
+        list(source.rows)
+
+
 def test_a_utf8_file_with_bom_and_mixed_case_headers_is_read() -> None:
     with (DATA / "members_utf8_bom.csv").open("rb") as f:
         source = open_binary(f)
