@@ -68,7 +68,8 @@ class _Receipt:
 
 
 def _money(raw: str, name: str) -> Decimal | None:
-    text = (raw or "").strip().replace(" ", "").replace(",", ".")
+    # "1 234,50" as Excel writes it in Russian: a (non-breaking) space between thousands
+    text = "".join((raw or "").split()).replace(",", ".")
     if not text:
         return None
     try:

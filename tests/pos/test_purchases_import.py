@@ -89,3 +89,82 @@ def test_a_file_without_the_needed_columns_is_refused(tmp_path) -> None:
     path = _write(tmp_path / "bad.csv", [["phone", "total"], ["1", "2"]])
     with pytest.raises(CommandError, match="Missing columns"):
         call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+
+
+def test_a_windows_1251_file_with_semicolons_is_read_and_its_refusals_written_alike(
+    tmp_path,
+) -> None:
+    """What a 1C or Excel export looks like in Russia: cp1251, `;`, Cyrillic, decimal points."""
+    program = program_create(tier_window_days=None)
+    StoreFactory(program=program, code="МАГ1")
+    anna = member_create(program=program, phone="+79123450002")
+    text = (
+        "phone;store;receipt_number;purchased_at;sku;category;quantity;price;amount\r\n"
+        "8 912 345-00-02;МАГ1;Ч-1;10.01.2025 18:30;Молоко;молочка;2;80.00;160.00\r\n"
+        "8 912 345-00-02;МАГ1;Ч-1;10.01.2025 18:30;Хлеб;выпечка;1;45.50;45.50\r\n"
+        ";Склад;Ч-2;10.01.2025;Сыр;;1;100.00;100.00\r\n"
+        ";МАГ1;Ч-3;11.01.2025;Телевизор;техника;1;;1\xa0234,50\r\n"
+    )
+    path = tmp_path / "история.csv"
+    path.write_bytes(text.encode("cp1251"))
+    out = StringIO()
+    call_command("purchases_import", str(path), "--program", program.code, stdout=out, verbosity=0)
+    assert "imported: 2" in out.getvalue() and "refused rows: 1" in out.getvalue()
+    # Excel's Russian numbers: a decimal comma, a non-breaking space between thousands
+    assert Purchase.objects.get(program=program, receipt_number="Ч-3").total == Decimal("1234.50")
+    receipt = Purchase.objects.get(program=program, receipt_number="Ч-1")
+    assert receipt.member == anna and receipt.total == Decimal("205.50")
+    assert list(receipt.lines.order_by("line_no").values_list("sku", "category")) == [
+        ("Молоко", "молочка"),
+        ("Хлеб", "выпечка"),
+    ]
+    # The refused row comes back in the file's own separator, readable in Excel (UTF-8 with BOM).
+    report = (tmp_path / "история.csv.refused.csv").read_bytes()
+    assert report.startswith(b"\xef\xbb\xbf")
+    lines = report.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("row;phone;store;receipt_number")
+    assert ";Склад;Ч-2;" in lines[1]
+
+
+def test_a_file_that_changes_encoding_midway_is_refused_and_the_mended_file_goes_in(
+    tmp_path,
+) -> None:
+    program = program_create()
+    StoreFactory(program=program, code="S1")
+    # The first megabyte is UTF-8 (a long note); a line pasted from a Windows-1251 file follows.
+    head = "store,receipt_number,purchased_at,total,note\r\n"
+    head += "".join(f"S1,H{i},2025-01-10,100.00,{'x' * 110_000}\r\n" for i in range(10))
+    tail = "S1,Ч-9,2025-01-10,5.00,\r\n"
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(head.encode() + tail.encode("cp1251"))
+    with pytest.raises(CommandError, match=r"mixes encodings.*run the mended file again"):
+        call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+
+    path.write_bytes((head + tail).encode())
+    call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+    numbers = Purchase.objects.filter(program=program).values_list("receipt_number", flat=True)
+    assert sorted(numbers) == [*(f"H{i}" for i in range(10)), "Ч-9"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty"), ("store,total\r\n".encode("utf-16"), "UTF-16")],
+    ids=["empty", "utf-16"],
+)
+def test_an_unreadable_file_is_refused_with_the_reason(tmp_path, content, message) -> None:
+    program = program_create()
+    path = tmp_path / "history.csv"
+    path.write_bytes(content)
+    with pytest.raises(CommandError, match=message):
+        call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+
+
+def test_a_quote_never_closed_is_refused_with_the_line_it_opens_on(tmp_path) -> None:
+    program = program_create()
+    StoreFactory(program=program, code="S1")
+    text = "store,receipt_number,purchased_at,total,sku\r\nS1,H1,2025-01-10,1.00,A\r\n"
+    text += 'S1,H2,2025-01-10,1.00,"Cheese\r\n' + "S1,H3,2025-01-10,1.00,B\r\n" * 6000
+    path = tmp_path / "history.csv"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=r"Line 3 is not valid CSV.*quote mark"):
+        call_command("purchases_import", str(path), "--program", program.code, verbosity=0)

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 from tqdm import tqdm
 
+from accounts.csv_format import FileFormatError, open_binary
 from pos.history_import import purchases_import
 from programs.models import Program
 
@@ -29,7 +31,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--report", help="where to write refused rows (default PATH.refused.csv)"
         )
-        parser.add_argument("--delimiter", default=None, help="default: guessed (, or ;)")
+        parser.add_argument(
+            "--delimiter", default=None, help="default: guessed from the header (;  ,  or tab)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -42,8 +46,9 @@ class Command(BaseCommand):
         report_path = Path(options["report"] or f"{path}.refused.csv")
         size = os.path.getsize(path)
         with (
-            path.open("r", encoding="utf-8-sig", newline="") as source,
-            report_path.open("w", encoding="utf-8", newline="") as report_file,
+            path.open("rb") as stream,
+            # UTF-8 with a BOM, so that Excel shows Cyrillic reasons as they are
+            report_path.open("w", encoding="utf-8-sig", newline="") as report_file,
             tqdm(
                 total=size,
                 unit="B",
@@ -52,23 +57,19 @@ class Command(BaseCommand):
                 disable=options["verbosity"] == 0,
             ) as bar,
         ):
-            sample = source.read(4096)
-            source.seek(0)
-            delimiter = options["delimiter"] or (
-                ";" if sample.count(";") > sample.count(",") else ","
-            )
-            reader = csv.reader(source, delimiter=delimiter)
+            # UTF-8 or Windows-1251, ; or , or tab: as the member import reads them
             try:
-                header = next(reader)
-            except StopIteration:
-                raise CommandError("The file is empty.") from None
+                source = open_binary(stream, delimiter=options["delimiter"])
+            except FileFormatError as error:  # an empty file, UTF-16, a broken first megabyte
+                raise CommandError(" ".join(error.messages)) from None
+            header, reader = source.header, source.rows
             names = [h.strip().lower() for h in header]
             missing = REQUIRED - set(names)
             if missing or not ({"total", "amount", "price"} & set(names)):
                 raise CommandError(
                     f"Missing columns: {', '.join(sorted(missing)) or 'total (or amount/price)'}."
                 )
-            writer = csv.writer(report_file)
+            writer = csv.writer(report_file, delimiter=source.delimiter)
             writer.writerow(["row", *header, "error"])
             refused = 0
 
@@ -87,7 +88,16 @@ class Command(BaseCommand):
                     yield dict(zip(names, values, strict=False))
                 bar.update(max(0, size - position))
 
-            result = purchases_import(program=program, rows=rows(), refuse=refuse)
+            try:
+                result = purchases_import(program=program, rows=rows(), refuse=refuse)
+            except FileFormatError as error:
+                # A later line in another encoding: the batches before it are in, and a
+                # second run of the mended file skips them.
+                then = _(
+                    "Nothing from that line on was imported; run the mended file again: "
+                    "receipts already imported are skipped."
+                )
+                raise CommandError(" ".join([*error.messages, then])) from None
         if not refused:
             report_path.unlink()
         self.stdout.write(
