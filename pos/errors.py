@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
@@ -205,6 +206,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return error_response(ServiceUnavailable(retry_after=1))
     if isinstance(exc, Http404):
         return error_response(NotFound())
+    if isinstance(exc, RequestDataTooBig):  # over DATA_UPLOAD_MAX_MEMORY_SIZE, read by DRF
+        exc = exceptions.ParseError(_("The request body is too large."))
     if isinstance(exc, exceptions.ValidationError):
         return error_response(InvalidInput(_flatten(exc.detail)))
     if isinstance(exc, exceptions.APIException):

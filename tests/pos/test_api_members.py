@@ -69,6 +69,14 @@ def test_lookup_needs_exactly_one_of_card_or_phone(till) -> None:
     assert till.get("members/lookup", card="1", phone="2").status_code == 400
 
 
+@pytest.mark.parametrize("params", [{"card": "20000\x0000017"}, {"phone": "8912\x00"}])
+def test_a_null_character_in_the_lookup_is_invalid_not_a_server_error(till, params) -> None:
+    response = till.get("members/lookup", **params)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+    assert list(response.json()["errors"]) == list(params)
+
+
 def test_members_of_another_program_are_not_found(member) -> None:
     other = till_create()
     assert other.get("members/lookup", card=card_of(member)).status_code == 404

@@ -293,7 +293,11 @@ def test_a_purchase_is_seen_only_by_its_own_store(till, member) -> None:
         b"[" * 100000,
         b'{"lines": NaN}',
         b"\xff\xfe",
+        # over the API's 1 MB and over Django's 2.5 MB limit of a request body
+        b'{"receipt_number": "' + b"x" * 1_500_000 + b'"}',
+        b'{"receipt_number": "' + b"x" * 3_000_000 + b'"}',
     ],
+    ids=["open", "array", "null", "string", "deep", "nan", "utf-16 bom", "1.5 MB", "3 MB"],
 )
 def test_malformed_bodies_are_400_never_500(till, raw: bytes) -> None:
     for path in ("purchases/quote", "purchases"):
