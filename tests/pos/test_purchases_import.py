@@ -157,6 +157,7 @@ def test_an_unreadable_file_is_refused_with_the_reason(tmp_path, content, messag
     path.write_bytes(content)
     with pytest.raises(CommandError, match=message):
         call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+    assert not (tmp_path / "history.csv.refused.csv").exists()  # no report of nothing
 
 
 def test_a_quote_never_closed_is_refused_with_the_line_it_opens_on(tmp_path) -> None:

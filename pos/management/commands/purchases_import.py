@@ -45,61 +45,62 @@ class Command(BaseCommand):
             raise CommandError(f"No file {path}.")
         report_path = Path(options["report"] or f"{path}.refused.csv")
         size = os.path.getsize(path)
-        with (
-            path.open("rb") as stream,
-            # UTF-8 with a BOM, so that Excel shows Cyrillic reasons as they are
-            report_path.open("w", encoding="utf-8-sig", newline="") as report_file,
-            tqdm(
-                total=size,
-                unit="B",
-                unit_scale=True,
-                desc="receipts",
-                disable=options["verbosity"] == 0,
-            ) as bar,
-        ):
-            # UTF-8 or Windows-1251, ; or , or tab: as the member import reads them
-            try:
-                source = open_binary(stream, delimiter=options["delimiter"])
-            except FileFormatError as error:  # an empty file, UTF-16, a broken first megabyte
-                raise CommandError(" ".join(error.messages)) from None
-            header, reader = source.header, source.rows
-            names = [h.strip().lower() for h in header]
-            missing = REQUIRED - set(names)
-            if missing or not ({"total", "amount", "price"} & set(names)):
-                raise CommandError(
-                    f"Missing columns: {', '.join(sorted(missing)) or 'total (or amount/price)'}."
-                )
-            writer = csv.writer(report_file, delimiter=source.delimiter)
-            writer.writerow(["row", *header, "error"])
-            refused = 0
+        refused = 0
+        try:
+            with (
+                path.open("rb") as stream,
+                # UTF-8 with a BOM, so that Excel shows Cyrillic reasons as they are
+                report_path.open("w", encoding="utf-8-sig", newline="") as report_file,
+                tqdm(
+                    total=size,
+                    unit="B",
+                    unit_scale=True,
+                    desc="receipts",
+                    disable=options["verbosity"] == 0,
+                ) as bar,
+            ):
+                # UTF-8 or Windows-1251, ; or , or tab: as the member import reads them
+                try:
+                    source = open_binary(stream, delimiter=options["delimiter"])
+                except FileFormatError as error:  # an empty file, UTF-16, a broken first megabyte
+                    raise CommandError(" ".join(error.messages)) from None
+                header, reader = source.header, source.rows
+                names = [h.strip().lower() for h in header]
+                missing = REQUIRED - set(names)
+                if missing or not ({"total", "amount", "price"} & set(names)):
+                    lacking = ", ".join(sorted(missing)) or "total (or amount/price)"
+                    raise CommandError(f"Missing columns: {lacking}.")
+                writer = csv.writer(report_file, delimiter=source.delimiter)
+                writer.writerow(["row", *header, "error"])
 
-            def refuse(number: int, row: dict[str, str], reason: str) -> None:
-                nonlocal refused
-                refused += 1
-                writer.writerow([number, *(row.get(n, "") for n in names), reason])
+                def refuse(number: int, row: dict[str, str], reason: str) -> None:
+                    nonlocal refused
+                    refused += 1
+                    writer.writerow([number, *(row.get(n, "") for n in names), reason])
 
-            def rows():  # type: ignore[no-untyped-def]
-                position = 0
-                for values in reader:
-                    # The bar follows the bytes of the rows read so far (approximately).
-                    step = sum(len(v) + 1 for v in values) + 1
-                    position += step
-                    bar.update(step)
-                    yield dict(zip(names, values, strict=False))
-                bar.update(max(0, size - position))
+                def rows():  # type: ignore[no-untyped-def]
+                    position = 0
+                    for values in reader:
+                        # The bar follows the bytes of the rows read so far (approximately).
+                        step = sum(len(v) + 1 for v in values) + 1
+                        position += step
+                        bar.update(step)
+                        yield dict(zip(names, values, strict=False))
+                    bar.update(max(0, size - position))
 
-            try:
-                result = purchases_import(program=program, rows=rows(), refuse=refuse)
-            except FileFormatError as error:
-                # A later line in another encoding: the batches before it are in, and a
-                # second run of the mended file skips them.
-                then = _(
-                    "Nothing from that line on was imported; run the mended file again: "
-                    "receipts already imported are skipped."
-                )
-                raise CommandError(" ".join([*error.messages, then])) from None
-        if not refused:
-            report_path.unlink()
+                try:
+                    result = purchases_import(program=program, rows=rows(), refuse=refuse)
+                except FileFormatError as error:
+                    # A later line in another encoding, or not CSV: the batches before it
+                    # are in, and a second run of the mended file skips them.
+                    then = _(
+                        "Nothing from that line on was imported; run the mended file again: "
+                        "receipts already imported are skipped."
+                    )
+                    raise CommandError(" ".join([*error.messages, then])) from None
+        finally:
+            if not refused:  # nothing refused, or the file could not be read at all
+                report_path.unlink(missing_ok=True)
         self.stdout.write(
             f"receipts: {result.receipts}, imported: {result.imported}, "
             f"already there: {result.skipped}, refused rows: {result.refused_rows}"
