@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
+from django.utils.translation import gettext as _
 
 from accounts.cards import clean_card_number
 from accounts.models import Card, Member
@@ -75,11 +76,18 @@ def _money(raw: str, name: str) -> Decimal | None:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise RowError(f"{name}: {raw!r} is not a number") from None
+        raise RowError(
+            _("%(column)s: %(value)s is not a number") % {"column": name, "value": repr(raw)}
+        ) from None
     if not value.is_finite() or value < 0 or value >= _MONEY_LIMIT:
-        raise RowError(f"{name}: {raw!r} is out of range")
+        raise RowError(
+            _("%(column)s: %(value)s is out of range") % {"column": name, "value": repr(raw)}
+        )
     if value != value.quantize(Decimal("0.01")):
-        raise RowError(f"{name}: {raw!r} has more than two decimal places")
+        raise RowError(
+            _("%(column)s: %(value)s has more than two decimal places")
+            % {"column": name, "value": repr(raw)}
+        )
     return value.quantize(Decimal("0.01"))
 
 
@@ -90,11 +98,17 @@ def _quantity(raw: str) -> Decimal:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise RowError(f"quantity: {raw!r} is not a number") from None
+        raise RowError(
+            _("%(column)s: %(value)s is not a number") % {"column": "quantity", "value": repr(raw)}
+        ) from None
     if not value.is_finite() or value <= 0 or value >= Decimal(10**9):
-        raise RowError(f"quantity: {raw!r} is out of range")
+        raise RowError(
+            _("%(column)s: %(value)s is out of range") % {"column": "quantity", "value": repr(raw)}
+        )
     if value != value.quantize(Decimal("0.001")):
-        raise RowError(f"quantity: {raw!r} has more than three decimal places")
+        raise RowError(
+            _("quantity: %(value)s has more than three decimal places") % {"value": repr(raw)}
+        )
     return value
 
 
@@ -111,7 +125,10 @@ def parse_moment(raw: str, zone: ZoneInfo) -> datetime.datetime:
             return day.replace(hour=12, tzinfo=zone)  # a date alone: midday, same day anywhere
         except ValueError:
             continue
-    raise RowError(f"purchased_at: {raw!r} is not YYYY-MM-DD[THH:MM[:SS]] or DD.MM.YYYY [HH:MM]")
+    raise RowError(
+        _("purchased_at: %(value)s is not YYYY-MM-DD[THH:MM[:SS]] or DD.MM.YYYY [HH:MM]")
+        % {"value": repr(raw)}
+    )
 
 
 def _member_key(row: dict[str, str]) -> tuple[str, str] | None:
@@ -132,9 +149,9 @@ def receipts_of(
             store = (row.get("store") or "").strip()
             receipt_number = (row.get("receipt_number") or "").strip()
             if not store:
-                raise RowError("store is empty")
+                raise RowError(_("store is empty"))
             if not receipt_number or len(receipt_number) > 100:
-                raise RowError("receipt_number is empty or longer than 100 characters")
+                raise RowError(_("receipt_number is empty or longer than 100 characters"))
             if current is not None and (current.store_code, current.number) == (
                 store,
                 receipt_number,
@@ -158,7 +175,7 @@ def receipts_of(
                 quantity = _quantity(row.get("quantity", ""))
                 if amount is None:
                     if price is None:
-                        raise RowError("a line needs amount, or price")
+                        raise RowError(_("a line needs amount, or price"))
                     amount = line_amount(quantity, price)
                 receipt.lines.append(
                     {
@@ -170,7 +187,7 @@ def receipts_of(
                     }
                 )
             if receipt.total is None and not has_line:
-                raise RowError("neither total nor line amount")
+                raise RowError(_("neither total nor line amount"))
             receipt.rows.append((number, row))
             current = receipt
         except RowError as exc:
@@ -320,9 +337,13 @@ def _flush(
         store_id = stores.get(receipt.store_code)
         member = members.get(receipt.member_key) if receipt.member_key else (None, None)
         if store_id is None:
-            reason = f"store {receipt.store_code!r} is not a store of program {program.code}"
+            reason = _("store %(store)s is not a store of program %(program)s") % {
+                "store": repr(receipt.store_code),
+                "program": program.code,
+            }
         elif member is None:
-            reason = f"no member with {receipt.member_key[0]} {receipt.member_key[1]!r}"  # type: ignore[index]
+            kind, value = receipt.member_key  # type: ignore[misc]
+            reason = _("no member with %(kind)s %(value)s") % {"kind": kind, "value": repr(value)}
         if reason:
             for number, row in receipt.rows:
                 refuse(number, row, reason)

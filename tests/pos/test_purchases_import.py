@@ -169,3 +169,20 @@ def test_a_quote_never_closed_is_refused_with_the_line_it_opens_on(tmp_path) -> 
     path.write_text(text)
     with pytest.raises(CommandError, match=r"Line 3 is not valid CSV.*quote mark"):
         call_command("purchases_import", str(path), "--program", program.code, verbosity=0)
+
+
+def test_a_russian_operator_reads_the_summary_and_the_reasons_in_russian(tmp_path) -> None:
+    from django.utils import translation
+
+    program = program_create()
+    StoreFactory(program=program, code="S1")
+    path = _write(
+        tmp_path / "history.csv",
+        [["store", "receipt_number", "purchased_at", "total"], ["S1", "H1", "вчера", "1.00"]],
+    )
+    out = StringIO()
+    with translation.override("ru"):
+        call_command("purchases_import", str(path), "--program", program.code, stdout=out)
+    assert "отклонено строк: 1" in out.getvalue()
+    report = (tmp_path / "history.csv.refused.csv").read_text(encoding="utf-8-sig")
+    assert "purchased_at: 'вчера' — не ГГГГ-ММ-ДД" in report

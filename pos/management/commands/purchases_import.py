@@ -39,10 +39,12 @@ class Command(BaseCommand):
         try:
             program = Program.objects.get(code=options["program"])
         except Program.DoesNotExist:
-            raise CommandError(f"No program {options['program']!r}.") from None
+            raise CommandError(
+                _("No program %(code)s.") % {"code": repr(options["program"])}
+            ) from None
         path = Path(options["path"])
         if not path.is_file():
-            raise CommandError(f"No file {path}.")
+            raise CommandError(_("No file %(path)s.") % {"path": path})
         report_path = Path(options["report"] or f"{path}.refused.csv")
         size = os.path.getsize(path)
         refused = 0
@@ -68,8 +70,8 @@ class Command(BaseCommand):
                 names = [h.strip().lower() for h in header]
                 missing = REQUIRED - set(names)
                 if missing or not ({"total", "amount", "price"} & set(names)):
-                    lacking = ", ".join(sorted(missing)) or "total (or amount/price)"
-                    raise CommandError(f"Missing columns: {lacking}.")
+                    lacking = ", ".join(sorted(missing)) or _("total (or amount/price)")
+                    raise CommandError(_("Missing columns: %(columns)s.") % {"columns": lacking})
                 writer = csv.writer(report_file, delimiter=source.delimiter)
                 writer.writerow(["row", *header, "error"])
 
@@ -101,9 +103,25 @@ class Command(BaseCommand):
         finally:
             if not refused:  # nothing refused, or the file could not be read at all
                 report_path.unlink(missing_ok=True)
+        counts = {
+            "receipts": result.receipts,
+            "imported": result.imported,
+            "skipped": result.skipped,
+            "refused": result.refused_rows,
+            "report": report_path,
+            "tiers": result.tier_changes,
+        }
         self.stdout.write(
-            f"receipts: {result.receipts}, imported: {result.imported}, "
-            f"already there: {result.skipped}, refused rows: {result.refused_rows}"
-            + (f" (see {report_path})" if refused else "")
-            + f", tier changes: {result.tier_changes}"
+            (
+                _(
+                    "receipts: %(receipts)d, imported: %(imported)d, already there: %(skipped)d, "
+                    "refused rows: %(refused)d (see %(report)s), tier changes: %(tiers)d"
+                )
+                if refused
+                else _(
+                    "receipts: %(receipts)d, imported: %(imported)d, already there: %(skipped)d, "
+                    "refused rows: %(refused)d, tier changes: %(tiers)d"
+                )
+            )
+            % counts
         )
