@@ -25,7 +25,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ExportForm, ImportForm
 
-from accounts.csv_format import COLUMNS
+from accounts.csv_format import COLUMNS, FileFormatError
 from accounts.csv_jobs import JOBS_DIR, job_create, job_load, jobs_recent
 from accounts.resources import MemberCsvFormat, MemberResource
 from programs.models import Program
@@ -113,6 +113,15 @@ class MemberCsvAdminMixin(ImportExportMixin):
 
             resource_kwargs["on_plan"] = remember
         return resource_kwargs
+
+    def add_data_read_fail_error_to_form(self, form: Any, e: Exception) -> None:
+        """Say why the file cannot be read (UTF-16, mixed encodings, an unclosed quote...),
+        not only the name of the exception, which is all django-import-export shows."""
+        if isinstance(e, FileFormatError):
+            for message in e.messages:
+                form.add_error("import_file", message)
+            return
+        super().add_data_read_fail_error_to_form(form, e)
 
     def get_confirm_form_initial(self, request: HttpRequest, import_form: Any) -> dict[str, Any]:
         initial = super().get_confirm_form_initial(request, import_form)

@@ -248,3 +248,29 @@ def test_an_xlsx_file_with_typed_cells_imports_like_its_csv(admin_client: Client
     member = Member.objects.get(program=program)
     assert (member.phone, member.first_name) == ("+79123456789", "Анна")
     assert member.birth_date == datetime.date(1985, 3, 12)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ("phone,first_name\r\n+79123456780,Anna\r\n".encode("utf-16"), "The file is in UTF-16."),
+        (
+            b'phone,first_name,consent_personal_data\r\n+79123456781,"Bad,yes\r\n'
+            + b"+79123456782,B,yes\r\n" * 8000,
+            "Line 2 is not valid CSV",
+        ),
+    ],
+    ids=["utf-16", "unclosed quote"],
+)
+def test_a_file_that_cannot_be_read_is_refused_saying_why(
+    admin_client: Client, data: bytes, reason: str
+) -> None:
+    program = program_with_store()
+    upload = SimpleUploadedFile("members.csv", data, content_type="text/csv")
+    response = admin_client.post(
+        reverse(IMPORT_URL),
+        {"resource": "0", "format": "0", "program": program.pk, "import_file": upload},
+    )
+    assert response.status_code == 200
+    assert reason in " ".join(response.context["form"].errors["import_file"])
+    assert counts(program) == (0, 0, 0)
