@@ -392,12 +392,18 @@ def run_api(
     server = postgres_server_pid()
     key, cards = prepare(clients * members_per_client)
     port = _free_port()
+
+    def purchases(web: int, server: int | None, warm_up: float, names: tuple[str, ...]) -> Any:
+        """Purchase requests for `seconds` after a warm-up: (answered, latencies, statuses,
+        CPU milliseconds per answer of the `names` process groups)."""
+        drive(port, key, cards, clients, warm_up, "/api/v1/purchases", 201)
+        before = _cpu(server=server, web=web)
+        ok, lat, statuses = drive(port, key, cards, clients, seconds, "/api/v1/purchases", 201)
+        return ok, lat, statuses, _per_unit(before, _cpu(server=server, web=web), ok, names)
+
     api = start_api(setup[0], port, setup[1])
     try:
-        drive(port, key, cards, clients, 3, "/api/v1/purchases", 201)  # warm up
-        before = _cpu(server=server, web=api.pid)
-        ok, lat, statuses = drive(port, key, cards, clients, seconds, "/api/v1/purchases", 201)
-        cpu = _per_unit(before, _cpu(server=server, web=api.pid), ok, ("web", "postgres", "client"))
+        ok, lat, statuses, cpu = purchases(api.pid, server, 3, ("web", "postgres", "client"))
         q_ok, q_lat, q_statuses = drive(
             port, key, cards, clients, seconds, "/api/v1/purchases/quote", 200
         )
@@ -407,10 +413,7 @@ def run_api(
     if ceiling:
         null = start_api(setup[0], port, setup[1], app="bench.null_app")
         try:
-            drive(port, key, cards, clients, 1, "/api/v1/purchases", 201)  # warm up
-            before = _cpu(server=None, web=null.pid)
-            n_ok, _lat, _st = drive(port, key, cards, clients, seconds, "/api/v1/purchases", 201)
-            null_cpu = _per_unit(before, _cpu(server=None, web=null.pid), n_ok, ("web", "client"))
+            *_answers, null_cpu = purchases(null.pid, None, 1, ("web", "client"))
         finally:
             _stop(null)
     return {
