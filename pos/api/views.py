@@ -109,12 +109,12 @@ def _member_ref_from_query(request: Request) -> dict[str, str]:
     phone = request.query_params.get("phone")
     if bool(card) == bool(phone):
         raise errors.InvalidInput({"card": [_("Give exactly one of card or phone.")]})
-    given = "card" if card else "phone"
-    if len(card or phone or "") > 40:
-        raise errors.InvalidInput({given: [_("Too long.")]})
-    if "\x00" in (card or phone or ""):  # PostgreSQL's text cannot hold it
-        raise errors.InvalidInput({given: [_("Null characters are not allowed.")]})
-    return {"card": card} if card else {"phone": phone}  # type: ignore[dict-item]
+    name, value = ("card" if card else "phone"), card or phone or ""
+    if len(value) > 40:
+        raise errors.InvalidInput({name: [_("Too long.")]})
+    if "\x00" in value:  # PostgreSQL's text cannot hold it
+        raise errors.InvalidInput({name: [_("Null characters are not allowed.")]})
+    return {name: value}
 
 
 class MemberLookupView(TerminalView):
