@@ -89,7 +89,28 @@ def test_the_null_app_reads_the_request_and_answers_like_a_purchase() -> None:
     assert seen[0][0] == "201 Created"
     assert dict(seen[0][1])["Content-Length"] == str(len(answer))
     assert json.loads(answer)["status"] == "completed"
-    assert 1000 < len(answer) < 1200  # the size of a real purchase's answer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_null_app_answers_what_the_api_answers_the_same_request(settings) -> None:  # type: ignore[no-untyped-def]
+    # gunicorn and the clients cost by the bytes and headers they move: the do-nothing
+    # app must move what a real purchase does, or the ceiling measures something else.
+    from django.test import Client
+
+    from bench.null_app import BODY, HEADERS
+    from bench.pos import _receipt, prepare
+
+    settings.API_THROTTLE_RATE = "100000/second"
+    key, cards = prepare(1)
+    response = Client().post(
+        "/api/v1/purchases",
+        _receipt(cards[0], "R-size", 10),
+        content_type="application/json",
+        headers={"Authorization": f"Token {key}", "Idempotency-Key": "size-1"},
+    )
+    assert response.status_code == 201
+    assert abs(len(BODY) - len(response.content)) < 0.1 * len(response.content)
+    assert {name for name, _value in HEADERS} == set(response.headers)
 
 
 def test_python_m_bench_lists_the_benchmarks_not_their_helpers(capsys) -> None:  # type: ignore[no-untyped-def]
