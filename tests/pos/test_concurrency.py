@@ -1,18 +1,25 @@
-"""Many tills at once on one member: the balance never goes below zero."""
+"""Many tills at once on one member or purchase: nothing overspent, refunded or settled twice."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connections
+from django.db.models import Sum
 from django.test import Client
+from django.utils import timezone
 
 from ledger.models import Account
-from ledger.services import points_credit
-from pos.models import Purchase
+from ledger.services import ledger_reconcile, points_credit
+from pos.models import Purchase, Refund, RefundLine
+from pos.services import holds_expire
 from tests.pos.factories import (
     StoreFactory,
     card_of,
@@ -61,3 +68,144 @@ def test_a_hundred_parallel_redemptions_from_several_tills_never_overspend() -> 
     account = Account.objects.get(member=member)
     assert account.available == 1000 - 30 * ok >= 0
     assert Purchase.objects.filter(member=member).count() == ok
+
+
+def _all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads released together, each on its own connection; their results."""
+    start = threading.Event()
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:  # kept, so the assertion names what went wrong
+            results[i] = f"error: {type(exc).__name__}: {exc}"
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    start.set()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
+    return results
+
+
+def _answer(till: Any, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
+    response = Client().post(
+        f"/api/v1/{path}",
+        data=json.dumps(body or {}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {till.key}",
+        HTTP_IDEMPOTENCY_KEY=f"{path}-{json.dumps(body)}",
+    )
+    return response.status_code, response.json().get("code", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_refunds_of_one_purchase_never_give_back_more_than_it_moved() -> None:
+    program = program_create(accrual_percent=5, redeem_max_percent=30)
+    store = StoreFactory(program=program)
+    tills = [till_create(store=store) for _ in range(2)]
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    body = receipt("500.00", member={"card": card_of(member)}, redeem_points=100)
+    body["lines"][0]["quantity"] = "5"
+    bought = tills[0].post("purchases", body).json()
+    assert (bought["redeem"]["applied"], bought["earn"]["points"]) == (100, 20)
+
+    # Twenty returns of one item each, from two tills at once, of a line of five items.
+    path = f"purchases/{bought['id']}/refunds"
+    results = _all_at_once(
+        [
+            lambda i=i: _answer(
+                tills[i % 2],
+                path,
+                {"refund_number": f"RF-{i}", "lines": [{"line_no": 1, "quantity": "1"}]},
+            )
+            for i in range(20)
+        ]
+    )
+    done = [r for r in results if r == (201, "")]
+    assert len(done) <= 5
+    assert all(
+        r in ((422, "refund_exceeds_purchase"), (409, "lock_timeout"))
+        for r in results
+        if r not in done
+    ), results
+    refunded = RefundLine.objects.aggregate(q=Sum("quantity"))["q"]
+    assert refunded == len(done)
+    if refunded < 5:  # some lost the lock race: the till refunds the rest
+        assert tills[0].post(path, {"refund_number": "RF-rest"}).status_code == 201
+
+    # Everything the purchase moved came back once: the cash, the redeemed and the earned points.
+    assert RefundLine.objects.aggregate(q=Sum("quantity"))["q"] == 5
+    totals = Refund.objects.aggregate(
+        amount=Sum("amount"), returned=Sum("points_returned"), reversed=Sum("points_reversed")
+    )
+    assert totals == {"amount": Decimal("500.00"), "returned": 100, "reversed": 20}
+    assert Purchase.objects.get(pk=bought["id"]).refunded_amount == Decimal("500.00")
+    assert Account.objects.get(member=member).available == 1000
+    assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_confirm_cancel_and_the_expiry_job_racing_on_holds_settle_each_once() -> None:
+    program = program_create(accrual_percent=5, redeem_max_percent=30)
+    store = StoreFactory(program=program)
+    tills = [till_create(store=store) for _ in range(2)]
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    card = card_of(member)
+    holds = [
+        tills[0]
+        .post("purchases", receipt("100.00", member={"card": card}, redeem_points=30, commit=False))
+        .json()["id"]
+        for _ in range(10)
+    ]
+    assert Account.objects.get(member=member).on_hold == 300
+
+    # Each hold: the till confirms, another till cancels, and the expiry job (on a worker
+    # whose clock is past the hold's end) cancels, all at once.
+    later = timezone.now() + datetime.timedelta(minutes=program.hold_minutes + 1)
+    calls: list[Callable[[], Any]] = []
+    for purchase_id in holds:
+        calls.append(
+            lambda p=purchase_id: ("confirm", p, _answer(tills[0], f"purchases/{p}/confirm"))
+        )
+        calls.append(
+            lambda p=purchase_id: ("cancel", p, _answer(tills[1], f"purchases/{p}/cancel"))
+        )
+    calls += [lambda: ("job", None, holds_expire(now=later)) for _ in range(2)]
+    results = _all_at_once(calls)
+
+    assert all(isinstance(r, tuple) for r in results), results
+    for _action, _p, answer in results:
+        assert answer in (
+            (200, ""),
+            (409, "purchase_not_pending"),
+            (409, "lock_timeout"),
+        ) or isinstance(answer, int), results
+    statuses = dict(Purchase.objects.filter(pk__in=holds).values_list("id", "status"))
+    confirmed = [str(p) for p, status in statuses.items() if status == "completed"]
+    assert set(statuses.values()) <= {"completed", "cancelled"}
+    # A confirm answered 200 exactly for the purchases that ended completed.
+    assert sorted(
+        p for action, p, answer in results if action == "confirm" and answer == (200, "")
+    ) == sorted(confirmed)
+    # The jobs and the tills together cancelled each of the rest once.
+    cancelled_by_tills = sum(
+        1 for action, _p, answer in results if action == "cancel" and answer == (200, "")
+    )
+    cancelled_by_jobs = sum(answer for action, _p, answer in results if action == "job")
+    assert cancelled_by_tills + cancelled_by_jobs == len(holds) - len(confirmed)
+
+    account = Account.objects.get(member=member)
+    # Each confirmed hold spent its 30 points and earned 5 % of the 70.00 paid in cash.
+    assert (account.available, account.on_hold) == (1000 - 27 * len(confirmed), 0)
+    member.refresh_from_db()
+    assert member.purchase_count == len(confirmed)
+    assert ledger_reconcile() == []
