@@ -209,3 +209,34 @@ def test_confirm_cancel_and_the_expiry_job_racing_on_holds_settle_each_once() ->
     member.refresh_from_db()
     assert member.purchase_count == len(confirmed)
     assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_receipt_sent_again_under_new_keys_while_in_flight_is_recorded_once() -> None:
+    # A till that times out and resends the receipt under a fresh Idempotency-Key: the
+    # receipt number is the backstop, also while the first request still holds its locks.
+    program = program_create(accrual_percent=5, redeem_max_percent=30)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    body = receipt("100.00", member={"card": card_of(member)}, redeem_points=30)
+
+    def send(i: int) -> tuple[int, str]:
+        response = Client().post(
+            "/api/v1/purchases",
+            data=json.dumps(body),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {till.key}",
+            HTTP_IDEMPOTENCY_KEY=f"resend-{i}",
+        )
+        return response.status_code, response.json().get("code", "")
+
+    results = _all_at_once([lambda i=i: send(i) for i in range(10)])
+    assert results.count((201, "")) == 1, results
+    assert all(
+        r in ((409, "duplicate_receipt"), (409, "lock_timeout")) for r in results if r != (201, "")
+    ), results
+    assert Purchase.objects.filter(receipt_number=body["receipt_number"]).count() == 1
+    # 30 points spent and 3 earned, once.
+    assert Account.objects.get(member=member).available == 973
+    assert ledger_reconcile() == []
