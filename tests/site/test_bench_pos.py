@@ -113,6 +113,33 @@ def test_the_null_app_answers_what_the_api_answers_the_same_request(settings) ->
     assert {name for name, _value in HEADERS} == set(response.headers)
 
 
+def test_an_answer_is_whole_only_with_all_its_body() -> None:
+    from bench.pos import _answer_status
+
+    head = b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
+    assert _answer_status(bytearray(head[:20])) is None
+    assert _answer_status(bytearray(head + b"{}")) is None
+    assert _answer_status(bytearray(head + b"{}{}")) == (201, True)
+    kept = b"HTTP/1.1 409 Conflict\r\ncontent-length: 0\r\n\r\n"
+    assert _answer_status(bytearray(kept)) == (409, False)
+
+
+def test_the_clients_drive_a_real_gunicorn_and_count_every_answer() -> None:
+    from bench.pos import _free_port, _stop, drive, start_api
+
+    port = _free_port()
+    server = start_api(1, port, app="bench.null_app")
+    try:
+        ok, latencies, statuses = drive(port, "k", ["C1", "C2"], 2, 0.5, "/p", 201)
+    finally:
+        _stop(server)
+    assert ok > 10 and statuses == {201: ok}
+    assert len(latencies) == ok and all(0 < t < 5 for t in latencies)
+    # Nobody listening: each attempt is counted as a failure (status 0), none hangs.
+    ok, latencies, statuses = drive(port, "k", ["C1", "C2"], 2, 0.2, "/p", 201)
+    assert ok == 0 and set(statuses) == {0} and len(latencies) == statuses[0]
+
+
 def test_python_m_bench_lists_the_benchmarks_not_their_helpers(capsys) -> None:  # type: ignore[no-untyped-def]
     from bench.__main__ import main
 
