@@ -4,6 +4,7 @@ import datetime
 from typing import Any
 
 from django.apps import AppConfig
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
 
@@ -20,9 +21,12 @@ def _hold_expired(hold: Any, now: datetime.datetime) -> bool:
     if purchase_id is None:
         return False
     try:
-        services.purchase_cancel(terminal=None, purchase_id=purchase_id, now=now)
+        # Its own savepoint: settled meanwhile (confirmed at the till, cancelled by the
+        # other expiry job), the purchase's refusal must not break the job's transaction.
+        with transaction.atomic():
+            services.purchase_cancel(terminal=None, purchase_id=purchase_id, now=now)
     except errors.PurchaseNotPending:
-        return False
+        return False  # the hold went with the purchase: the ledger finds it closed
     return True
 
 

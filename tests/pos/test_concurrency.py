@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
@@ -239,4 +240,41 @@ def test_one_receipt_sent_again_under_new_keys_while_in_flight_is_recorded_once(
     assert Purchase.objects.filter(receipt_number=body["receipt_number"]).count() == 1
     # 30 points spent and 3 earned, once.
     assert Account.objects.get(member=member).available == 973
+    assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_expiry_job_that_loses_a_hold_to_the_till_moves_on() -> None:
+    # Both expiry jobs run every minute on a worker of two processes. The ledger's job
+    # finds a purchase pending, and waits for its row while another transaction settles
+    # it: the job must move on, not die on a transaction it broke.
+    from ledger.services import holds_expire as ledger_holds_expire
+    from pos.services import purchase_cancel
+
+    program = program_create(accrual_percent=5, redeem_max_percent=30)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    body = receipt("100.00", member={"card": card_of(member)}, redeem_points=30, commit=False)
+    purchase_id = till.post("purchases", body).json()["id"]
+    later = timezone.now() + datetime.timedelta(minutes=program.hold_minutes + 1)
+    holding, job_waits = threading.Event(), threading.Event()
+
+    def other_job() -> int:
+        with transaction.atomic():
+            Purchase.objects.select_for_update().get(pk=purchase_id)
+            holding.set()
+            job_waits.wait(10)
+            time.sleep(0.5)  # the ledger's job is now waiting for this row
+            purchase_cancel(terminal=None, purchase_id=purchase_id, now=later)
+        return 1
+
+    def ledger_job() -> int:
+        holding.wait(10)
+        job_waits.set()
+        return ledger_holds_expire(now=later)
+
+    assert _all_at_once([other_job, ledger_job]) == [1, 0]
+    assert Purchase.objects.get(pk=purchase_id).status == "cancelled"
+    assert Account.objects.get(member=member).on_hold == 0
     assert ledger_reconcile() == []
