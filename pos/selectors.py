@@ -53,7 +53,7 @@ SELECT m.id, m.first_name, m.phone, m.status, m.tier_id, m.qualifying_spend,
        {extra}
   FROM accounts_member m
   {join} ledger_account a ON a.member_id = m.id
- WHERE m.program_id = %s AND m.status <> 'anonymised' AND {where}
+ WHERE m.program_id = %s AND {where}
 """
 
 
@@ -66,6 +66,7 @@ def member_state(
     lock: bool = False,
     campaign_facts: Any = None,
     with_expiry: bool = False,
+    erased_too: bool = False,
 ) -> MemberState | None:
     """The program's member by active card, phone (any local form) or id; None if unknown.
 
@@ -73,7 +74,9 @@ def member_state(
     caller holds the member for the rest of its transaction. `campaign_facts`
     (a campaigns.till.FactsRead) adds its columns to the same statement; they
     come back in `.campaign_facts` for the campaign step. `with_expiry` reads the
-    next expiry (`.next_expiry`) in the same statement too.
+    next expiry (`.next_expiry`) in the same statement too. A member whose data was
+    erased is found only by id and with `erased_too`: for what their past purchases
+    still owe (a hold to release, a refund), never for a till's lookup.
     """
     if card is not None:
         number = clean_card_number(card)
@@ -96,6 +99,8 @@ def member_state(
         except ValueError:
             return None
         where = "m.id = %s"
+    if not erased_too:
+        where = f"m.status <> 'anonymised' AND {where}"
     # FOR UPDATE cannot lock the nullable side of an outer join: a member without
     # a points account yet is not found here with `lock`, see pos.services._member_of.
     extra, params = "", list[Any]()

@@ -189,7 +189,9 @@ def _member_lock(program: ProgramInfo, **found: Any) -> MemberState | None:
         unlocked = member_state(program, **found)
         if unlocked is not None:
             points.account_ensure(member_id=unlocked.id, program_id=program.id)
-            member = member_state(program, lock=True, member_id=unlocked.id)
+            member = member_state(
+                program, lock=True, member_id=unlocked.id, erased_too=found.get("erased_too", False)
+            )
     return member
 
 
@@ -685,8 +687,9 @@ def _pending_purchase(terminal: TerminalInfo, purchase_id: Any) -> Purchase:
 
 
 def _member_locked(program: ProgramInfo, member_id: Any) -> MemberState:
-    member = _member_lock(program, member_id=member_id)
-    if member is None:  # anonymised meanwhile: its points are gone with it
+    """The member of a purchase, locked; also one erased since (their ledger stays)."""
+    member = _member_lock(program, member_id=member_id, erased_too=True)
+    if member is None:  # a purchase's member is never deleted (PROTECT): a 404, not a crash
         raise errors.NotFound()
     return member
 

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Member
+from ledger.models import Account
 from ledger.services import points_credit
 from pos.models import Purchase, PurchaseLine, TierChange
 from pos.services import holds_expire, tiers_recalculate
@@ -228,6 +229,36 @@ def test_the_ledger_hold_job_cancels_the_purchase_too(till, member) -> None:
     ).json()
     ledger_holds_expire(now=timezone.now() + datetime.timedelta(minutes=16))
     assert Purchase.objects.get(pk=body["id"]).status == "cancelled"
+
+
+@pytest.mark.parametrize("job", ["pos", "ledger"])
+def test_holds_of_a_member_erased_meanwhile_expire_and_do_not_stop_the_others(
+    till, member, job
+) -> None:
+    # A member erased (152-FZ) between the hold and the payment: their ledger stays, so
+    # the hold is released like any other, and the holds after it expire in the same run.
+    from accounts.services import member_anonymise
+    from ledger.services import holds_expire as ledger_holds_expire
+
+    erased = till.post(
+        "purchases", receipt("100.00", member=ref(member), redeem_points=30, commit=False)
+    ).json()
+    other = member_create(program=till.terminal.program)
+    points_credit(account_or_member=other, amount=100, kind="bonus", reference="o", source="base")
+    later = till.post(
+        "purchases", receipt("100.00", member=ref(other), redeem_points=20, commit=False)
+    ).json()
+    member_anonymise(member=member)
+    run = holds_expire if job == "pos" else ledger_holds_expire
+    assert run(now=timezone.now() + datetime.timedelta(minutes=16)) == 2
+    statuses = Purchase.objects.filter(pk__in=[erased["id"], later["id"]]).values_list(
+        "status", flat=True
+    )
+    assert set(statuses) == {"cancelled"}
+    balances = Account.objects.filter(member__in=[member, other]).values_list(
+        "available", "on_hold"
+    )
+    assert sorted(balances) == [(100, 0), (500, 0)]
 
 
 def test_a_tier_reached_applies_from_the_next_purchase() -> None:

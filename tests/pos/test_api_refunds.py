@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from ledger.models import Lot
+from ledger.models import Account, Lot
 from ledger.services import points_credit, points_debit
 from pos.auth import terminal_for_key
 from pos.services import refund_create
@@ -208,6 +208,21 @@ def test_an_anonymous_purchase_can_be_refunded(till) -> None:
     bought = till.post("purchases", receipt("10.00", "5.00")).json()
     body = refund(till, bought["id"], "RF").json()
     assert body["cash_refund"] == "15.00" and body["balance_after"] is None
+
+
+def test_goods_bought_by_a_member_erased_since_can_be_returned(till, member) -> None:
+    # The member asked for their data to be erased; the receipt and the ledger stay, and
+    # the till still takes the goods back: cash out, the purchase's points undone.
+    from accounts.services import member_anonymise
+
+    bought = buy(till, member, ("1", "100.00"), redeem=30)
+    member_anonymise(member=member)
+    response = refund(till, bought["id"], "RF-erased")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["points_returned"], body["points_reversed"]) == (30, 3)
+    assert body["cash_refund"] == "70.00"
+    assert Account.objects.get(member=member).available == 1000
 
 
 def test_refund_input_is_validated(till, member) -> None:
