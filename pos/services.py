@@ -870,6 +870,10 @@ def refund_create(
         purchase = _pending_purchase(terminal, purchase_id)
         if purchase.status != Purchase.Status.COMPLETED:
             raise errors.PurchaseNotCompleted()
+        # Before the quantities: a refund sent again finds nothing left to refund, but
+        # the till must hear that it was made. The purchase's lock keeps this exact.
+        if Refund.objects.filter(purchase=purchase, refund_number=refund_number).exists():
+            raise errors.DuplicateRefund()
         stored = {x.line_no: x for x in PurchaseLine.objects.filter(purchase=purchase)}
         wanted = _refund_quantities(stored, lines)
         parts: list[tuple[PurchaseLine, earning.LineRefund]] = []

@@ -125,6 +125,17 @@ def test_a_refund_number_is_used_once_per_purchase(till, member) -> None:
     assert refund(till, other["id"], "SAME").status_code == 201
 
 
+def test_a_whole_refund_sent_again_is_a_duplicate_not_too_much(till, member) -> None:
+    # A till that timed out resends its refund under a new key: nothing is left to refund,
+    # but what it must hear is that this refund was already made.
+    bought = buy(till, member, ("2", "10.00"))
+    assert refund(till, bought["id"], "RF-ALL").status_code == 201
+    response = refund(till, bought["id"], "RF-ALL")
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_refund"
+    response = refund(till, bought["id"], "RF-ALL", [(1, "1")])
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_refund"
+
+
 def test_earned_points_already_spent_are_a_shortfall_kept_from_the_cash(till) -> None:
     member = member_create(program=till.terminal.program)
     bought = buy(till, member, ("1", "1000.00"))
