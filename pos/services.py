@@ -430,7 +430,17 @@ def purchase_create(
     with transaction.atomic(savepoint=False):
         member = _member_of(terminal, data.member, lock=True)
         purchase_id = uuid.uuid4()
-        receipt, run = _compute_reserved(terminal, member, data, now, purchase_id)
+        try:
+            receipt, run = _compute_reserved(terminal, member, data, now, purchase_id)
+        except errors.Unprocessable:
+            # A receipt sent again finds its points spent or its coupon used by the
+            # first send; the till must hear that the receipt is in, not why it cannot
+            # be taken twice. Looked for on this refusal only: the write checks it too.
+            if Purchase.objects.filter(
+                terminal_id=terminal.id, receipt_number=data.receipt_number
+            ).exists():
+                raise errors.DuplicateReceipt() from None
+            raise
         status = Purchase.Status.COMPLETED if data.commit else Purchase.Status.PENDING
         purchase = Purchase(
             id=purchase_id,

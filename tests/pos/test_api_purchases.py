@@ -181,6 +181,20 @@ def test_a_duplicate_receipt_moves_no_points_and_counts_no_purchase(till, member
     assert after == before
 
 
+def test_a_receipt_sent_again_after_its_points_were_spent_is_still_a_duplicate(till) -> None:
+    # The first send spent every point the member had: the resend cannot redeem again,
+    # but what the till must hear is that this receipt is already in.
+    member = member_create(program=till.terminal.program)
+    points_credit(account_or_member=member, amount=20, kind="bonus", reference="b", source="base")
+    body = receipt("100.00", member=ref(member), redeem_points=20)
+    assert till.post("purchases", body, key="one").status_code == 201
+    response = till.post("purchases", body, key="two")
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_receipt"
+    # A new receipt asking for the spent points is refused as before.
+    response = till.post("purchases", receipt("100.00", member=ref(member), redeem_points=20))
+    assert response.status_code == 422 and response.json()["code"] == "redeem_limit_exceeded"
+
+
 def test_two_phase_hold_then_confirm(till, member) -> None:
     body = till.post(
         "purchases", receipt("100.00", member=ref(member), redeem_points=30, commit=False)

@@ -59,6 +59,22 @@ def test_a_coupon_unlocks_its_campaign_and_an_unknown_one_is_refused() -> None:
     assert campaign.pk
 
 
+def test_a_receipt_sent_again_after_its_one_time_code_was_used_is_a_duplicate() -> None:
+    from campaigns.models import PromoCode
+
+    program = program_create()
+    running_campaign(program=program, codes=["ONCE1"], requires_code=True, fixed_points=25)
+    PromoCode.objects.filter(code="ONCE1").update(max_uses=1)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    body = receipt("100.00", member={"card": card_of(member)}, coupons=["ONCE1"])
+    assert till.post("purchases", body, key="one").status_code == 201
+    response = till.post("purchases", body, key="two")  # the till timed out and resent it
+    assert response.status_code == 409 and response.json()["code"] == "duplicate_receipt"
+    response = till.post("purchases", {**body, "receipt_number": "R-new"})
+    assert response.status_code == 422 and response.json()["reason"] == "used_up"
+
+
 def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
     import datetime
     from fractions import Fraction
