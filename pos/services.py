@@ -1066,15 +1066,56 @@ def _member_spend_lower(
 # --- tiers: the nightly job ---------------------------------------------------------
 
 
+# Members of a program whose stored qualifying spend is not their purchases in the window.
+_SPEND_STALE_SQL = """
+SELECT m.id
+  FROM accounts_member m
+  LEFT JOIN (
+    SELECT member_id, SUM(total - refunded_amount) AS spend
+      FROM pos_purchase
+     WHERE program_id = %(program)s AND status = 'completed' AND purchased_at >= %(cutoff)s
+       AND member_id IS NOT NULL
+     GROUP BY member_id) s ON s.member_id = m.id
+ WHERE m.program_id = %(program)s AND m.status <> 'anonymised'
+   AND m.qualifying_spend IS DISTINCT FROM COALESCE(s.spend, 0)
+ ORDER BY m.id
+"""
+
+_SPEND_RECOMPUTE_SQL = """
+UPDATE accounts_member m
+   SET qualifying_spend = COALESCE((
+       SELECT SUM(p.total - p.refunded_amount) FROM pos_purchase p
+        WHERE p.member_id = m.id AND p.program_id = %(program)s AND p.status = 'completed'
+          AND p.purchased_at >= %(cutoff)s), 0)
+ WHERE m.id = ANY(%(members)s)
+"""
+
+# Members locked at a time: a till's purchase for one of them waits at most one batch.
+_SPEND_BATCH = 1000
+
+
+def _spend_recompute(members: list[Any], window: dict[str, Any]) -> None:
+    """Set these members' qualifying spend to their purchases in the window."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Lock first, then sum in a new statement: a purchase that committed meanwhile
+        # is in the sum (it had added its spend to the row the lock waited for); one
+        # still running adds its spend to the recomputed value after this commits.
+        cursor.execute(
+            "SELECT id FROM accounts_member WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            [members],
+        )
+        cursor.execute(_SPEND_RECOMPUTE_SQL, {**window, "members": members})
+
+
 def tiers_recalculate(
     *, program_id: int, now: datetime.datetime | None = None, reason: str = "window"
 ) -> int:
     """Recompute qualifying spend over the tier window and move tiers to match it.
 
-    Set-based: one statement recomputes the spend of members whose stored spend
-    differs from their purchases in the window; a second finds members whose
-    tier differs from the one their spend reaches; the changes are recorded.
-    Safe to run twice. Returns the number of tier changes.
+    Set-based: the members whose stored spend differs from their purchases in the
+    window are found in one statement and recomputed in batches; a second step
+    finds members whose tier differs from the one their spend reaches; the
+    changes are recorded. Safe to run twice. Returns the number of tier changes.
     """
     from accounts.models import Member
     from pos.auth import program_info
@@ -1086,23 +1127,13 @@ def tiers_recalculate(
         if program.tier_window_days
         else datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
     )
+    window = {"program": program.id, "cutoff": cutoff}
+    # Streamed from the server (after a history import, that can be every member).
+    with connection.chunked_cursor() as stale:
+        stale.execute(_SPEND_STALE_SQL, window)
+        while batch := [member_id for (member_id,) in stale.fetchmany(_SPEND_BATCH)]:
+            _spend_recompute(batch, window)
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE accounts_member m SET qualifying_spend = COALESCE(s.spend, 0)
-                  FROM accounts_member m2
-                  LEFT JOIN (
-                    SELECT member_id, SUM(total - refunded_amount) AS spend
-                      FROM pos_purchase
-                     WHERE program_id = %s AND status = 'completed' AND purchased_at >= %s
-                       AND member_id IS NOT NULL
-                     GROUP BY member_id) s ON s.member_id = m2.id
-                 WHERE m.id = m2.id AND m2.program_id = %s AND m2.status <> 'anonymised'
-                   AND m.qualifying_spend IS DISTINCT FROM COALESCE(s.spend, 0)
-                """,
-                [program.id, cutoff, program.id],
-            )
         if not program.tiers:
             return 0
         changes = 0

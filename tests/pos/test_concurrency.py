@@ -278,3 +278,61 @@ def test_the_ledger_expiry_job_that_loses_a_hold_to_the_till_moves_on() -> None:
     assert Purchase.objects.get(pk=purchase_id).status == "cancelled"
     assert Account.objects.get(member=member).on_hold == 0
     assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purchase_that_commits_while_the_tier_job_runs_keeps_its_spend_and_tier(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # The nightly job recomputes the spend of members whose window slid. A purchase of
+    # such a member that commits while the job runs must count: not be overwritten by a
+    # sum taken before it, nor cost the member the tier it just reached.
+    from pos import idempotency
+    from pos.services import tiers_recalculate
+    from tests.pos.factories import tiers_create
+
+    program = program_create(tier_window_days=30)
+    _base, silver = tiers_create(program)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    card = card_of(member)
+    old = till.post("purchases", receipt("10000.00", member={"card": card})).json()
+    Purchase.objects.filter(pk=old["id"]).update(
+        purchased_at=timezone.now() - datetime.timedelta(days=31)
+    )
+    member.refresh_from_db()
+    assert (member.tier, member.qualifying_spend) == (silver, Decimal("10000.00"))
+
+    in_flight = threading.Event()
+    store = idempotency.key_store
+
+    def slow_store(**kwargs: Any) -> None:  # the purchase is written, not yet committed
+        in_flight.set()
+        time.sleep(1)
+        store(**kwargs)
+
+    monkeypatch.setattr(idempotency, "key_store", slow_store)
+
+    def buy() -> int:
+        return (
+            Client()
+            .post(
+                "/api/v1/purchases",
+                data=json.dumps(receipt("10000.00", member={"card": card})),
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Token {till.key}",
+                HTTP_IDEMPOTENCY_KEY="during-the-job",
+            )
+            .status_code
+        )
+
+    def job() -> int:
+        in_flight.wait(10)
+        return tiers_recalculate(program_id=program.pk)
+
+    statuses = _all_at_once([buy, job])
+    assert statuses[0] == 201, statuses
+    member.refresh_from_db()
+    # Only the new purchase is in the window; it reaches silver again.
+    assert (member.tier, member.qualifying_spend) == (silver, Decimal("10000.00"))
+    assert tiers_recalculate(program_id=program.pk) == 0
