@@ -58,7 +58,7 @@ from ledger.models import (
     Transfer,
 )
 from loyalty_site import metrics
-from loyalty_site.db import prepared_cursor
+from loyalty_site.db import lock_conflict, prepared_cursor
 from programs.models import Program
 
 __all__ = [
@@ -195,17 +195,13 @@ def _atomic() -> Iterator[None]:
             yield
 
 
-def _busy(exc: BaseException) -> bool:
-    return getattr(exc.__cause__, "sqlstate", None) in ("55P03", "40P01")
-
-
 def _fetch(sql: str, params: dict[str, Any] | Sequence[Any]) -> list[tuple[Any, ...]]:
     try:
         with prepared_cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
     except OperationalError as exc:
-        if _busy(exc):
+        if lock_conflict(exc):
             raise LedgerBusy() from exc
         raise
 
@@ -385,7 +381,7 @@ def _fetch_two(
             second = cursor.fetchall() if cursor.description else []
             return first, second
     except OperationalError as exc:
-        if _busy(exc):
+        if lock_conflict(exc):
             raise LedgerBusy() from exc
         raise
 

@@ -32,6 +32,12 @@ def prepared_cursor() -> CursorWrapper:
         return connection._prepare_cursor(ServerBindingCursor(connection.connection))
 
 
+def lock_conflict(exc: BaseException) -> bool:
+    """A Django database error caused by a lock wait given up (lock_timeout, 55P03) or a
+    deadlock PostgreSQL broke (40P01): the transaction is rolled back, a retry may pass."""
+    return getattr(exc.__cause__, "sqlstate", None) in ("55P03", "40P01")
+
+
 def statistics_refresh(*tables: type[models.Model]) -> None:
     """ANALYZE these tables now where autovacuum would, but has not yet.
 

@@ -16,6 +16,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from loyalty_site.db import lock_conflict
+
 
 class ApiError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
@@ -199,9 +201,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return error_response(LockTimeout(retry_after=exc.retry_after))
     if isinstance(exc, OperationalError | InterfaceError):
         # A lost or restarting database (failover, PgBouncer restart): nothing was
-        # committed, so the till may safely retry with the same key. Lock timeouts
-        # never get here: the views answer them 409.
-        if getattr(exc.__cause__, "sqlstate", None) == "55P03":
+        # committed, so the till may safely retry with the same key. A lock given up
+        # or a deadlock outside the views' own handling is the member being busy.
+        if lock_conflict(exc):
             return error_response(LockTimeout(retry_after=1))
         return error_response(ServiceUnavailable(retry_after=1))
     if isinstance(exc, Http404):

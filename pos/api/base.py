@@ -9,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.utils import DatabaseError
 from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, parsers, serializers
@@ -17,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from loyalty_site.db import lock_conflict
 from pos import idempotency
 from pos.api.presenters import render
 from pos.auth import TerminalAuthentication, TerminalInfo
@@ -78,11 +78,6 @@ def json_response(status: int, body: bytes, *, replayed: bool = False) -> HttpRe
     return response
 
 
-def _is_lock_timeout(exc: DatabaseError) -> bool:
-    cause = exc.__cause__
-    return getattr(cause, "sqlstate", None) == "55P03"  # lock_not_available
-
-
 def lock_timeout_set() -> None:
     """A short lock_timeout for this transaction: wait briefly, then answer 409."""
     from django.db import connection
@@ -114,7 +109,7 @@ class TerminalView(APIView):
                 lock_timeout_set()
                 status, body = work()
         except OperationalError as exc:
-            if _is_lock_timeout(exc):
+            if lock_conflict(exc):
                 raise LockTimeout(retry_after=1) from None
             raise
         return json_response(status, body)
@@ -140,7 +135,7 @@ class TerminalView(APIView):
                 status, body = work()
                 idempotency.key_store(key_id=got, status=status, body=body)
         except OperationalError as exc:
-            if _is_lock_timeout(exc):
+            if lock_conflict(exc):
                 if not claimed:
                     raise RequestInProgress(retry_after=1) from None
                 raise LockTimeout(retry_after=1) from None

@@ -336,3 +336,56 @@ def test_a_purchase_that_commits_while_the_tier_job_runs_keeps_its_spend_and_tie
     # Only the new purchase is in the window; it reaches silver again.
     assert (member.tier, member.qualifying_spend) == (silver, Decimal("10000.00"))
     assert tiers_recalculate(program_id=program.pk) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_purchase_picked_as_a_deadlocks_victim_is_told_to_retry_and_then_goes_through() -> None:
+    # Another transaction holds the member's row and then wants their points account,
+    # which the purchase holds while it waits for the row: PostgreSQL breaks the cycle by
+    # failing the purchase. Nothing of it was kept, so the till hears 409 lock_timeout,
+    # not that the database is down, and its retry with the same key goes through.
+    from django.db import connection
+
+    program = program_create(accrual_percent=5, redeem_max_percent=30)
+    till = till_create(program=program)
+    member = member_create(program=program)
+    points_credit(account_or_member=member, amount=100, kind="bonus", reference="r", source="base")
+    body = json.dumps(receipt("100.00", member={"card": card_of(member)}, redeem_points=10))
+    holding = threading.Event()
+
+    def other() -> str:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE accounts_member SET updated_at = now() WHERE id = %s", [member.pk]
+            )
+            holding.set()
+            time.sleep(0.3)  # the purchase now holds the account and waits for the row
+            cursor.execute(
+                "SELECT id FROM ledger_account WHERE member_id = %s FOR UPDATE", [member.pk]
+            )
+        return "committed"
+
+    def buy() -> tuple[int, str, str | None]:
+        holding.wait(10)
+        response = Client().post(
+            "/api/v1/purchases",
+            data=body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {till.key}",
+            HTTP_IDEMPOTENCY_KEY="deadlock-1",
+        )
+        return response.status_code, response.json().get("code", ""), response.get("Retry-After")
+
+    other_result, answer = _all_at_once([other, buy])
+    assert other_result == "committed"
+    assert answer == (409, "lock_timeout", "1")
+    assert not Purchase.objects.filter(member=member).exists()
+    retry = Client().post(
+        "/api/v1/purchases",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {till.key}",
+        HTTP_IDEMPOTENCY_KEY="deadlock-1",
+    )
+    assert retry.status_code == 201
+    assert Account.objects.get(member=member).available == 100 - 10 + 4
