@@ -389,3 +389,33 @@ def test_a_purchase_picked_as_a_deadlocks_victim_is_told_to_retry_and_then_goes_
     )
     assert retry.status_code == 201
     assert Account.objects.get(member=member).available == 100 - 10 + 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_phone_enrolled_at_several_tills_at_once_in_its_local_forms_is_one_member() -> None:
+    from accounts.models import Member
+
+    program = program_create()
+    tills = [till_create(store=StoreFactory(program=program)) for _ in range(2)]
+    forms = ["+7 900 123-45-67", "89001234567", "8 (900) 123 45 67", "9001234567", "+79001234567"]
+
+    def enrol(i: int) -> tuple[int, str, str]:
+        response = Client().post(
+            "/api/v1/members",
+            data=json.dumps({"phone": forms[i % len(forms)], "consents": {"personal_data": True}}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {tills[i % 2].key}",
+            HTTP_IDEMPOTENCY_KEY=f"enrol-{i}",
+        )
+        body = response.json()
+        return response.status_code, body.get("code", ""), str(body.get("id"))
+
+    results = _all_at_once([lambda i=i: enrol(i) for i in range(10)])
+    members = list(Member.objects.filter(program=program).values_list("id", flat=True))
+    assert len(members) == 1 and members[0]
+    created = [r for r in results if r[0] == 201]
+    assert len(created) == 1, results
+    # Every other till is told the member exists, and which one.
+    assert all(r == (409, "member_exists", str(members[0])) for r in results if r[0] != 201), (
+        results
+    )
