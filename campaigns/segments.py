@@ -28,6 +28,7 @@ from accounts.phones import InvalidPhone, normalize_phone
 from accounts.selectors import consent_given_subquery
 from campaigns.models import Segment, SegmentMember, SegmentSize
 from campaigns.selectors import program_zone
+from loyalty_site.db import transaction_lock
 from programs.audit import audit_record
 
 # Conditions that apps to the right compute (campaigns may not import them):
@@ -79,11 +80,8 @@ def segment_members(segment: Segment, *, at: datetime | None = None) -> QuerySet
 def segment_recalculate(*, segment: Segment, at: datetime | None = None) -> int:
     """Bring a segment's member list up to date; returns its size. Static lists are kept."""
     with transaction.atomic():
+        transaction_lock(f"campaigns.segment:{segment.pk}")
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                [f"campaigns.segment:{segment.pk}"],
-            )
             if segment.kind != Segment.Kind.STATIC:
                 sql, params = segment_members(segment, at=at).values("id").query.sql_with_params()
                 # The wanted members once, then two hash anti-joins (NOT IN over a large

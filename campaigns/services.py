@@ -46,6 +46,7 @@ from campaigns.models import (
     StatusChange,
 )
 from campaigns.validation import campaign_errors
+from loyalty_site.db import transaction_lock
 from programs.audit import audit_record, diff, snapshot
 from programs.models import Program
 
@@ -463,10 +464,7 @@ def _code_take(code: PromoCode, member: Member, reference: str, state: str) -> s
     with connection.cursor() as cursor:
         if code.per_member_limit is not None:
             # Serialise this member's uses of this code only, not the code's other users.
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                [f"campaigns.code:{code.pk}:{member.pk}"],
-            )
+            transaction_lock(f"campaigns.code:{code.pk}:{member.pk}")
             taken = (
                 CodeUse.objects.filter(code=code, member=member)
                 .exclude(state=CodeUse.State.RELEASED)

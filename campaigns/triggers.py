@@ -29,6 +29,7 @@ from campaigns.models import Channel, Referral, ReferralCode, TierSeen, Trigger,
 from campaigns.selectors import program_zone
 from ledger import services as ledger
 from ledger.models import Lot, Transfer
+from loyalty_site.db import transaction_lock
 from programs.models import Program
 
 logger = logging.getLogger(__name__)
@@ -313,6 +314,10 @@ def referral_run(*, program: Program, at: datetime | None = None) -> int:
             )
             if not claimed:
                 continue
+            # One inviter's invitations are counted one run at a time: the lock waits
+            # for another run's claim, not yet committed, and the count that follows
+            # (a new statement) sees it. Purchases and the ledger never take it.
+            transaction_lock(f"campaigns.referral_inviter:{referral.referrer_id}")
             rewarded_before = (
                 Referral.objects.filter(referrer=referral.referrer_id, rewarded_at__isnull=False)
                 .exclude(pk=referral.pk)

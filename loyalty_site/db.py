@@ -38,6 +38,16 @@ def lock_conflict(exc: BaseException) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) in ("55P03", "40P01")
 
 
+def transaction_lock(name: str) -> None:
+    """Wait for, then hold until this transaction ends, the advisory lock called `name`.
+
+    For work that must run one at a time per name (one inviter's invitations, one
+    segment's refresh) without locking rows that tills also lock.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [name])
+
+
 def statistics_refresh(*tables: type[models.Model]) -> None:
     """ANALYZE these tables now where autovacuum would, but has not yet.
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -38,6 +38,7 @@ from accounts.models import Consent, Member
 from accounts.phones import normalize_phone
 from accounts.selectors import consents_current
 from accounts.services import consent_record, member_anonymise
+from loyalty_site.db import transaction_lock
 from portal.conf import setting
 from portal.models import DeletionRequest, MemberSession, SignInCode, SignInFailure
 from programs.models import Program
@@ -116,11 +117,7 @@ def _seconds_until(moment: datetime.datetime, now: datetime.datetime) -> int:
 
 def _lock_phone(program_id: int, phone: str) -> None:
     """Queue concurrent requests for one phone, so its send limit is exact."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            [f"portal-code:{program_id}:{phone}"],
-        )
+    transaction_lock(f"portal-code:{program_id}:{phone}")
 
 
 def code_request(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -136,6 +138,54 @@ def test_concurrent_trigger_runs_pay_each_bonus_once() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(run, range(4)))
     assert Transfer.objects.filter(reference__startswith="welcome:").count() == len(members)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_rewarding_two_invitations_of_one_inviter_at_once_keep_the_limit(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # A run still paying one invitation (not committed) while the next run, which saw a
+    # newer first purchase, pays another invitation of the same inviter: the limit of
+    # one rewarded invitation must hold, whichever run commits first.
+    program = ProgramFactory()
+    trigger(program, "referral", points=100, referrer_points=200, max_referrals=1)
+    inviter = MemberFactory(program=program)
+    code = triggers.referral_code_get(member=inviter)
+    late, early = MemberFactory(program=program), MemberFactory(program=program)
+    for member in (late, early):
+        triggers.referral_attach(member=member, code=code)
+    Member.objects.filter(pk=early.pk).update(purchase_count=1)  # only early is due yet
+
+    paying, slow = threading.Event(), threading.current_thread
+    credit = triggers.ledger.points_credit
+
+    def slow_credit(**kwargs):  # type: ignore[no-untyped-def]
+        if slow().name == "first run":
+            paying.set()
+            time.sleep(1)  # the claim and the count are made, the commit is not
+        return credit(**kwargs)
+
+    monkeypatch.setattr(triggers.ledger, "points_credit", slow_credit)
+    done: list[int] = []
+
+    def run() -> None:
+        try:
+            done.append(triggers.referral_run(program=program))
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=run, name="first run")
+    first.start()
+    assert paying.wait(10)
+    Member.objects.filter(pk=late.pk).update(purchase_count=1)  # late buys meanwhile
+    second = threading.Thread(target=run, name="second run")
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert sorted(done) == [1, 1]
+    assert Transfer.objects.filter(reference__endswith=":new").count() == 2
+    inviter_bonus = Transfer.objects.filter(reference__endswith=":referrer")
+    assert [t.amount for t in inviter_bonus] == [200]
 
 
 # --- daylight saving time -------------------------------------------------------
