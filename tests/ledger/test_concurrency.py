@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from ledger.models import Account, Transfer
+from ledger.models import Account, Allocation, Transfer
 from ledger.services import (
     HoldNotOpen,
     InsufficientPoints,
@@ -239,3 +240,15 @@ def test_mixed_credits_debits_and_holds_with_expiry_and_activation_running(setti
     for member in members:
         available, pending, on_hold = balances(member)
         assert available >= 0 and pending == 0 and on_hold == 0
+    # I6: with the expiry job racing the spending, no spend or hold took from a lot whose
+    # date had passed when it was made.
+    late = Allocation.objects.filter(
+        transfer__kind__in=["redemption", "hold"],
+        lot__expires_at__lte=F("transfer__created_at"),
+    )
+    assert not late.exists(), list(late.values("transfer__created_at", "lot__expires_at"))
+    short_lots = Allocation.objects.filter(
+        transfer__kind__in=["redemption", "hold"],
+        lot__expires_at__lte=now + datetime.timedelta(seconds=1),
+    )
+    assert short_lots.exists()  # the race did happen: the lots about to expire were spent from
