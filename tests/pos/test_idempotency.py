@@ -35,6 +35,31 @@ def test_a_retry_replays_the_first_answer_byte_for_byte_and_changes_nothing(till
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("action", ["enrol", "confirm", "cancel", "refund"])
+def test_every_changing_call_replays_its_answer_and_changes_nothing_more(till, action) -> None:
+    from ledger.models import Account, Transfer
+
+    member = member_create(program=till.terminal.program)
+    points_credit(account_or_member=member, amount=100, kind="bonus", reference="i2", source="base")
+    held = receipt("100.00", member={"card": card_of(member)}, redeem_points=10, commit=False)
+    purchase_id = till.post("purchases", held).json()["id"]
+    if action == "refund":
+        assert till.post(f"purchases/{purchase_id}/confirm").status_code == 200
+    path, body = {
+        "enrol": ("members", {"phone": "+79005550101", "consents": {"personal_data": True}}),
+        "confirm": (f"purchases/{purchase_id}/confirm", {}),
+        "cancel": (f"purchases/{purchase_id}/cancel", {}),
+        "refund": (f"purchases/{purchase_id}/refunds", {"refund_number": "RF-1"}),
+    }[action]
+    first = till.post(path, body, key="same")
+    state = (Transfer.objects.count(), Account.objects.get(member=member).available)
+    second = till.post(path, body, key="same")
+    assert first.status_code in (200, 201) and second.status_code == first.status_code
+    assert second.content == first.content and second["Idempotent-Replayed"] == "true"
+    assert (Transfer.objects.count(), Account.objects.get(member=member).available) == state
+
+
+@pytest.mark.django_db
 def test_the_same_body_with_other_spacing_is_still_a_retry(till) -> None:
     first = till.post(
         "purchases", raw=b'{"receipt_number":"R1","lines":[{"amount":"5.00"}]}', key="sp"
