@@ -419,3 +419,42 @@ def test_one_phone_enrolled_at_several_tills_at_once_in_its_local_forms_is_one_m
     assert all(r == (409, "member_exists", str(members[0])) for r in results if r[0] != 201), (
         results
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_return_while_the_member_spends_at_another_till_takes_back_or_keeps_back_it_all() -> None:
+    # The earned points of the returned goods are taken back from the balance, or, when
+    # the member spent them at the same moment, kept back from the cash: never both, never
+    # neither, and the balance never goes below zero.
+    program = program_create(accrual_percent=10, redeem_max_percent=100)
+    store = StoreFactory(program=program)
+    tills = [till_create(store=store) for _ in range(2)]
+    member = member_create(program=program)
+    card = card_of(member)
+    for round_no in range(5):
+        bought = tills[0].post("purchases", receipt("200.00", member={"card": card})).json()
+        assert bought["earn"]["points"] == 20
+        available = Account.objects.get(member=member).available
+        spend = receipt(f"{available}.00", member={"card": card}, redeem_points=available)
+        results = _all_at_once(
+            [
+                lambda b=bought, r=round_no: _answer(
+                    tills[0], f"purchases/{b['id']}/refunds", {"refund_number": f"RF-{r}"}
+                ),
+                lambda s=spend: _answer(tills[1], "purchases", s),
+            ]
+        )
+        assert results[0] == (201, ""), results
+        refund = Refund.objects.get(refund_number=f"RF-{round_no}")
+        assert refund.points_reversed + refund.shortfall_points == 20
+        assert refund.shortfall_amount == Decimal(refund.shortfall_points) * program.point_value
+        assert refund.cash_refund == Decimal("200.00") - refund.shortfall_amount
+        # Either the return came first (the spend then found 20 points fewer and was
+        # refused) or the spend did (the return took back what was left).
+        if results[1] == (201, ""):
+            assert refund.points_reversed == 0 and refund.shortfall_points == 20
+        else:
+            assert results[1] == (422, "redeem_limit_exceeded")
+            assert refund.points_reversed == 20
+        assert Account.objects.get(member=member).available >= 0
+    assert ledger_reconcile() == []
