@@ -458,3 +458,27 @@ def test_a_return_while_the_member_spends_at_another_till_takes_back_or_keeps_ba
             assert refund.points_reversed == 20
         assert Account.objects.get(member=member).available >= 0
     assert ledger_reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_tier_jobs_at_once_move_and_record_each_member_once() -> None:
+    from accounts.models import Member
+    from pos.models import TierChange
+    from pos.services import tiers_recalculate
+    from tests.pos.factories import tiers_create
+
+    program = program_create(tier_window_days=30)
+    base, silver = tiers_create(program)
+    till = till_create(program=program)
+    members = [member_create(program=program) for _ in range(30)]
+    for member in members:
+        till.post("purchases", receipt("10000.00", member={"card": card_of(member)}))
+    assert set(Member.objects.filter(program=program).values_list("tier", flat=True)) == {silver.pk}
+    later = timezone.now() + datetime.timedelta(days=31)  # the window slid past every purchase
+
+    changes = _all_at_once([lambda: tiers_recalculate(program_id=program.pk, now=later)] * 2)
+    assert sum(changes) == 30, changes
+    assert set(Member.objects.filter(program=program).values_list("tier", flat=True)) == {base.pk}
+    downgrades = TierChange.objects.filter(reason="window", to_tier=base)
+    assert downgrades.count() == 30
+    assert set(downgrades.values_list("member", flat=True)) == {m.pk for m in members}
