@@ -11,6 +11,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from django.db import connection, transaction
@@ -32,6 +33,7 @@ from ledger.services import (
     points_hold,
 )
 from tests.ledger.factories import ProgramFactory, balances, credit, member_create
+from tests.threads import all_at_once
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -40,31 +42,7 @@ MAX_CONNECTIONS = 40
 
 def _run_threads(count: int, work: Callable[[int], str]) -> Counter[str]:
     """Start `count` threads at once; each runs work(i) holding one of the connection slots."""
-    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-    start = threading.Event()
-    outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        start.wait()
-        with slots:
-            try:
-                outcome = work(i)
-            except Exception as exc:  # recorded, so the test names what went wrong
-                outcome = f"error: {type(exc).__name__}: {exc}"
-            finally:
-                connection.close()
-        with lock:
-            outcomes[outcome] += 1
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    start.set()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung (deadlock?)"
-    return outcomes
+    return Counter(all_at_once([partial(work, i) for i in range(count)], MAX_CONNECTIONS))
 
 
 class _BalanceWatcher(threading.Thread):

@@ -29,33 +29,22 @@ from tests.pos.factories import (
     receipt,
     till_create,
 )
+from tests.threads import all_at_once
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hundred_parallel_redemptions_from_several_tills_never_overspend() -> None:
     program = program_create(redeem_max_percent=100, accrual_percent=0)
     tills = [till_create(store=StoreFactory(program=program)) for _ in range(4)]
-    member = member_create(program=program)
-    points_credit(
-        account_or_member=member, amount=1000, kind="bonus", reference="c1", source="base"
-    )
+    member = _member_with_points(program, 1000)
     card = card_of(member)
     gate = threading.Semaphore(40)  # at most 40 connections of ours at once
 
     def redeem(i: int) -> tuple[int, str]:
-        till = tills[i % len(tills)]
+        body = receipt("100.00", member={"card": card}, redeem_points=30)
         with gate:
             try:
-                response = Client().post(
-                    "/api/v1/purchases",
-                    data=json.dumps(receipt("100.00", member={"card": card}, redeem_points=30)),
-                    content_type="application/json",
-                    HTTP_AUTHORIZATION=f"Token {till.key}",
-                    HTTP_IDEMPOTENCY_KEY=f"c-{i}",
-                )
-                return response.status_code, response.json()[
-                    "code"
-                ] if response.status_code != 201 else ""
+                return _answer(tills[i % len(tills)], "purchases", body, key=f"c-{i}")
             finally:
                 connections.close_all()
 
@@ -71,39 +60,32 @@ def test_a_hundred_parallel_redemptions_from_several_tills_never_overspend() -> 
     assert Purchase.objects.filter(member=member).count() == ok
 
 
-def _all_at_once(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run the calls in threads released together, each on its own connection; their results."""
-    start = threading.Event()
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = calls[i]()
-        except Exception as exc:  # kept, so the assertion names what went wrong
-            results[i] = f"error: {type(exc).__name__}: {exc}"
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    start.set()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
-    return results
-
-
-def _answer(till: Any, path: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
-    response = Client().post(
+def _post(till: Any, path: str, body: Any, key: str) -> Any:
+    """The till's call, on a client (and so a database connection) of the calling thread."""
+    return Client().post(
         f"/api/v1/{path}",
-        data=json.dumps(body or {}),
+        data=body if isinstance(body, str) else json.dumps(body),
         content_type="application/json",
         HTTP_AUTHORIZATION=f"Token {till.key}",
-        HTTP_IDEMPOTENCY_KEY=f"{path}-{json.dumps(body)}",
+        HTTP_IDEMPOTENCY_KEY=key,
     )
+
+
+def _answer(
+    till: Any, path: str, body: dict[str, Any] | None = None, key: str | None = None
+) -> tuple[int, str]:
+    """(status, error code or ""); the key defaults to one per path and body."""
+    response = _post(till, path, body or {}, key or f"{path}-{json.dumps(body)}")
     return response.status_code, response.json().get("code", "")
+
+
+def _member_with_points(program: Any, points: int) -> Any:
+    member = member_create(program=program)
+    reference = f"start:{member.pk}"
+    points_credit(
+        account_or_member=member, amount=points, kind="bonus", reference=reference, source="base"
+    )
+    return member
 
 
 @pytest.mark.django_db(transaction=True)
@@ -111,8 +93,7 @@ def test_parallel_refunds_of_one_purchase_never_give_back_more_than_it_moved() -
     program = program_create(accrual_percent=5, redeem_max_percent=30)
     store = StoreFactory(program=program)
     tills = [till_create(store=store) for _ in range(2)]
-    member = member_create(program=program)
-    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    member = _member_with_points(program, 1000)
     body = receipt("500.00", member={"card": card_of(member)}, redeem_points=100)
     body["lines"][0]["quantity"] = "5"
     bought = tills[0].post("purchases", body).json()
@@ -120,7 +101,7 @@ def test_parallel_refunds_of_one_purchase_never_give_back_more_than_it_moved() -
 
     # Twenty returns of one item each, from two tills at once, of a line of five items.
     path = f"purchases/{bought['id']}/refunds"
-    results = _all_at_once(
+    results = all_at_once(
         [
             lambda i=i: _answer(
                 tills[i % 2],
@@ -158,8 +139,7 @@ def test_confirm_cancel_and_the_expiry_job_racing_on_holds_settle_each_once() ->
     program = program_create(accrual_percent=5, redeem_max_percent=30)
     store = StoreFactory(program=program)
     tills = [till_create(store=store) for _ in range(2)]
-    member = member_create(program=program)
-    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    member = _member_with_points(program, 1000)
     card = card_of(member)
     holds = [
         tills[0]
@@ -181,7 +161,7 @@ def test_confirm_cancel_and_the_expiry_job_racing_on_holds_settle_each_once() ->
             lambda p=purchase_id: ("cancel", p, _answer(tills[1], f"purchases/{p}/cancel"))
         )
     calls += [lambda: ("job", None, holds_expire(now=later)) for _ in range(2)]
-    results = _all_at_once(calls)
+    results = all_at_once(calls)
 
     assert all(isinstance(r, tuple) for r in results), results
     for _action, _p, answer in results:
@@ -218,21 +198,12 @@ def test_one_receipt_sent_again_under_new_keys_while_in_flight_is_recorded_once(
     # receipt number is the backstop, also while the first request still holds its locks.
     program = program_create(accrual_percent=5, redeem_max_percent=30)
     till = till_create(program=program)
-    member = member_create(program=program)
-    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    member = _member_with_points(program, 1000)
     body = receipt("100.00", member={"card": card_of(member)}, redeem_points=30)
 
-    def send(i: int) -> tuple[int, str]:
-        response = Client().post(
-            "/api/v1/purchases",
-            data=json.dumps(body),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Token {till.key}",
-            HTTP_IDEMPOTENCY_KEY=f"resend-{i}",
-        )
-        return response.status_code, response.json().get("code", "")
-
-    results = _all_at_once([lambda i=i: send(i) for i in range(10)])
+    results = all_at_once(
+        [lambda i=i: _answer(till, "purchases", body, key=f"resend-{i}") for i in range(10)]
+    )
     assert results.count((201, "")) == 1, results
     assert all(
         r in ((409, "duplicate_receipt"), (409, "lock_timeout")) for r in results if r != (201, "")
@@ -253,8 +224,7 @@ def test_the_ledger_expiry_job_that_loses_a_hold_to_the_till_moves_on() -> None:
 
     program = program_create(accrual_percent=5, redeem_max_percent=30)
     till = till_create(program=program)
-    member = member_create(program=program)
-    points_credit(account_or_member=member, amount=1000, kind="bonus", reference="r", source="base")
+    member = _member_with_points(program, 1000)
     body = receipt("100.00", member={"card": card_of(member)}, redeem_points=30, commit=False)
     purchase_id = till.post("purchases", body).json()["id"]
     later = timezone.now() + datetime.timedelta(minutes=program.hold_minutes + 1)
@@ -274,7 +244,7 @@ def test_the_ledger_expiry_job_that_loses_a_hold_to_the_till_moves_on() -> None:
         job_waits.set()
         return ledger_holds_expire(now=later)
 
-    assert _all_at_once([other_job, ledger_job]) == [1, 0]
+    assert all_at_once([other_job, ledger_job]) == [1, 0]
     assert Purchase.objects.get(pk=purchase_id).status == "cancelled"
     assert Account.objects.get(member=member).on_hold == 0
     assert ledger_reconcile() == []
@@ -314,23 +284,14 @@ def test_a_purchase_that_commits_while_the_tier_job_runs_keeps_its_spend_and_tie
     monkeypatch.setattr(idempotency, "key_store", slow_store)
 
     def buy() -> int:
-        return (
-            Client()
-            .post(
-                "/api/v1/purchases",
-                data=json.dumps(receipt("10000.00", member={"card": card})),
-                content_type="application/json",
-                HTTP_AUTHORIZATION=f"Token {till.key}",
-                HTTP_IDEMPOTENCY_KEY="during-the-job",
-            )
-            .status_code
-        )
+        body = receipt("10000.00", member={"card": card})
+        return _post(till, "purchases", body, "during-the-job").status_code
 
     def job() -> int:
         in_flight.wait(10)
         return tiers_recalculate(program_id=program.pk)
 
-    statuses = _all_at_once([buy, job])
+    statuses = all_at_once([buy, job])
     assert statuses[0] == 201, statuses
     member.refresh_from_db()
     # Only the new purchase is in the window; it reaches silver again.
@@ -348,8 +309,7 @@ def test_a_purchase_picked_as_a_deadlocks_victim_is_told_to_retry_and_then_goes_
 
     program = program_create(accrual_percent=5, redeem_max_percent=30)
     till = till_create(program=program)
-    member = member_create(program=program)
-    points_credit(account_or_member=member, amount=100, kind="bonus", reference="r", source="base")
+    member = _member_with_points(program, 100)
     body = json.dumps(receipt("100.00", member={"card": card_of(member)}, redeem_points=10))
     holding = threading.Event()
 
@@ -367,27 +327,14 @@ def test_a_purchase_picked_as_a_deadlocks_victim_is_told_to_retry_and_then_goes_
 
     def buy() -> tuple[int, str, str | None]:
         holding.wait(10)
-        response = Client().post(
-            "/api/v1/purchases",
-            data=body,
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Token {till.key}",
-            HTTP_IDEMPOTENCY_KEY="deadlock-1",
-        )
+        response = _post(till, "purchases", body, "deadlock-1")
         return response.status_code, response.json().get("code", ""), response.get("Retry-After")
 
-    other_result, answer = _all_at_once([other, buy])
+    other_result, answer = all_at_once([other, buy])
     assert other_result == "committed"
     assert answer == (409, "lock_timeout", "1")
     assert not Purchase.objects.filter(member=member).exists()
-    retry = Client().post(
-        "/api/v1/purchases",
-        data=body,
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Token {till.key}",
-        HTTP_IDEMPOTENCY_KEY="deadlock-1",
-    )
-    assert retry.status_code == 201
+    assert _post(till, "purchases", body, "deadlock-1").status_code == 201
     assert Account.objects.get(member=member).available == 100 - 10 + 4
 
 
@@ -400,17 +347,12 @@ def test_one_phone_enrolled_at_several_tills_at_once_in_its_local_forms_is_one_m
     forms = ["+7 900 123-45-67", "89001234567", "8 (900) 123 45 67", "9001234567", "+79001234567"]
 
     def enrol(i: int) -> tuple[int, str, str]:
-        response = Client().post(
-            "/api/v1/members",
-            data=json.dumps({"phone": forms[i % len(forms)], "consents": {"personal_data": True}}),
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Token {tills[i % 2].key}",
-            HTTP_IDEMPOTENCY_KEY=f"enrol-{i}",
-        )
+        asked = {"phone": forms[i % len(forms)], "consents": {"personal_data": True}}
+        response = _post(tills[i % 2], "members", asked, f"enrol-{i}")
         body = response.json()
         return response.status_code, body.get("code", ""), str(body.get("id"))
 
-    results = _all_at_once([lambda i=i: enrol(i) for i in range(10)])
+    results = all_at_once([lambda i=i: enrol(i) for i in range(10)])
     members = list(Member.objects.filter(program=program).values_list("id", flat=True))
     assert len(members) == 1 and members[0]
     created = [r for r in results if r[0] == 201]
@@ -436,7 +378,7 @@ def test_a_return_while_the_member_spends_at_another_till_takes_back_or_keeps_ba
         assert bought["earn"]["points"] == 20
         available = Account.objects.get(member=member).available
         spend = receipt(f"{available}.00", member={"card": card}, redeem_points=available)
-        results = _all_at_once(
+        results = all_at_once(
             [
                 lambda b=bought, r=round_no: _answer(
                     tills[0], f"purchases/{b['id']}/refunds", {"refund_number": f"RF-{r}"}
@@ -476,7 +418,7 @@ def test_two_tier_jobs_at_once_move_and_record_each_member_once() -> None:
     assert set(Member.objects.filter(program=program).values_list("tier", flat=True)) == {silver.pk}
     later = timezone.now() + datetime.timedelta(days=31)  # the window slid past every purchase
 
-    changes = _all_at_once([lambda: tiers_recalculate(program_id=program.pk, now=later)] * 2)
+    changes = all_at_once([lambda: tiers_recalculate(program_id=program.pk, now=later)] * 2)
     assert sum(changes) == 30, changes
     assert set(Member.objects.filter(program=program).values_list("tier", flat=True)) == {base.pk}
     downgrades = TierChange.objects.filter(reason="window", to_tier=base)
