@@ -181,17 +181,17 @@ def rules_for(program: ProgramInfo, member: MemberState | None) -> earning.Rules
     )
 
 
-def _member_lock(program: ProgramInfo, **found: Any) -> MemberState | None:
+def _member_lock(
+    program: ProgramInfo, *, erased_too: bool = False, **found: Any
+) -> MemberState | None:
     """Find the member and lock their points account (created on their first points)."""
-    member = member_state(program, lock=True, **found)
+    member = member_state(program, lock=True, erased_too=erased_too, **found)
     if member is None:
         # Maybe a member without a points account yet: create it, then lock as usual.
-        unlocked = member_state(program, **found)
+        unlocked = member_state(program, erased_too=erased_too, **found)
         if unlocked is not None:
             points.account_ensure(member_id=unlocked.id, program_id=program.id)
-            member = member_state(
-                program, lock=True, member_id=unlocked.id, erased_too=found.get("erased_too", False)
-            )
+            member = member_state(program, lock=True, member_id=unlocked.id, erased_too=erased_too)
     return member
 
 
