@@ -15,14 +15,35 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, ResolverMatch
 from django.utils.module_loading import import_string
 
 API_PREFIX = "/api/"
 
 
+def _api_not_found(request: HttpRequest) -> HttpResponse:
+    """An /api/ path that names no endpoint (`purchases//refunds`, a trailing slash):
+    the APIs' JSON 404, in the request's language, not Django's HTML page."""
+    from pos.errors import NotFound
+
+    return JsonResponse(
+        NotFound().body(),
+        status=404,
+        json_dumps_params={"separators": (",", ":"), "ensure_ascii": False},
+    )
+
+
 class _ApiHandler(BaseHandler):
     """A request handler whose middleware is settings.API_MIDDLEWARE (all synchronous)."""
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        try:
+            return super().resolve_request(request)
+        except Resolver404:
+            match = ResolverMatch(_api_not_found, (), {}, url_name="api-not-found")
+            request.resolver_match = match
+            return match
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []

@@ -131,3 +131,32 @@ def test_a_connection_the_server_ended_is_replaced_before_the_request_uses_it() 
             assert cursor.fetchone()[0] != pid
     finally:
         wrapper.close()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/purchases//refunds"),  # a till that joined an empty id in
+        ("get", "/api/v1/members/lookup/"),  # a trailing slash
+        ("get", "/api/v1/nothing-here"),
+        ("get", "/api/v1/me/nothing-here"),
+    ],
+)
+def test_an_api_path_that_names_no_endpoint_answers_json_404(settings, debug, method, path) -> None:  # type: ignore[no-untyped-def]
+    settings.DEBUG = debug  # `make run` serves with DEBUG on; a till's developer sees that
+    till = till_create(program=program_create())
+    headers = {"HTTP_AUTHORIZATION": f"Token {till.key}", "HTTP_ACCEPT_LANGUAGE": "ru"}
+    response = getattr(Client(), method)(path, content_type="application/json", **headers)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    # The same answer, in the same language, as for an id that names nothing.
+    unknown = Client().get("/api/v1/purchases/00000000-0000-0000-0000-000000000000", **headers)
+    assert unknown.status_code == 404
+    assert response.json() == unknown.json() != {}
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_page_that_does_not_exist_outside_the_api_is_still_a_page() -> None:
+    response = Client().get("/no-such-page")
+    assert response.status_code == 404 and "text/html" in response["Content-Type"]
