@@ -34,7 +34,7 @@ from django.utils.translation import gettext_lazy
 from phonenumbers.phonemetadata import PhoneMetadata
 
 from accounts.cards import card_number_candidate, clean_card_number
-from accounts.models import Card, Member
+from accounts.models import Card, Member, birth_date_impossible
 from accounts.phones import InvalidPhone, normalize_phone
 
 # Column name -> (English header, Russian header, other accepted spellings).
@@ -654,7 +654,7 @@ class RowParser:
         if born is None:
             return None, _date_error(text, "birth_date"), "\\N"
         error = None
-        if born > self.today or born.year < 1900:
+        if birth_date_impossible(born, self.today):
             error = _("The birth date %(date)s is not possible.") % {"date": text}
         return born, error, born.isoformat()
 

@@ -16,16 +16,35 @@ kept by `pos` at commit with F() updates, never read-modify-write.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from programs.models import Program, Store, Tier
+
+EARLIEST_BIRTH_YEAR = 1900
+
+
+def birth_date_impossible(born: datetime.date, today: datetime.date) -> bool:
+    """A birth date after today, or before 1900: a typo, not a member."""
+    return born > today or born.year < EARLIEST_BIRTH_YEAR
+
+
+def validate_birth_date(value: datetime.date) -> None:
+    """The birth date rule of the admin and the till (the member import checks it per row)."""
+    if birth_date_impossible(value, timezone.localdate()):
+        raise ValidationError(
+            _("The birth date %(date)s is not possible."),
+            code="birth_date_impossible",  # not "invalid": a form would show its own message
+            params={"date": value.isoformat()},
+        )
 
 
 class Channel(models.TextChoices):
@@ -57,7 +76,9 @@ class Member(models.Model):
     first_name = models.CharField(_("first name"), max_length=100, blank=True)
     last_name = models.CharField(_("last name"), max_length=100, blank=True)
     email = models.EmailField(_("e-mail"), blank=True)
-    birth_date = models.DateField(_("birth date"), null=True, blank=True)
+    birth_date = models.DateField(
+        _("birth date"), null=True, blank=True, validators=[validate_birth_date]
+    )
     status = models.CharField(
         _("status"), max_length=20, choices=Status.choices, default=Status.ACTIVE
     )

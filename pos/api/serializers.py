@@ -17,6 +17,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.models import validate_birth_date
+
 MAX_POINTS = 10**12
 # Named enums of the schema (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 MEMBER_STATUSES = ["active", "blocked"]
@@ -164,7 +166,9 @@ class MemberInputSerializer(StrictSerializer):
     first_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
     last_name = serializers.CharField(required=False, allow_blank=True, max_length=100)
     email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
-    birth_date = serializers.DateField(required=False, allow_null=True)
+    birth_date = serializers.DateField(
+        required=False, allow_null=True, validators=[validate_birth_date]
+    )
     card_number = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=40
     )

@@ -204,6 +204,17 @@ def test_a_phone_of_another_member_is_refused_on_the_form(staff: Client) -> None
     assert member.phone != other.phone
 
 
+def test_a_birth_date_in_the_future_or_before_1900_is_refused_on_the_form(staff: Client) -> None:
+    member = member_create()
+    for typo in ("2096-05-01", "1896-05-01"):
+        response = _submit_change(staff, member, birth_date=typo)
+        assert response.status_code == 200
+        assert f"The birth date {typo} is not possible." in response.content.decode()
+    assert _submit_change(staff, member, birth_date="1996-05-01").status_code == 302
+    member.refresh_from_db()
+    assert str(member.birth_date) == "1996-05-01"
+
+
 def test_support_adds_a_consent_entry_and_the_history_keeps_the_old_one(staff: Client) -> None:
     member = member_create(consents={"personal_data": True, "marketing_sms": True})
     before = Consent.objects.filter(member=member).count()
