@@ -13,6 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -217,8 +218,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         body = {"code": code, "detail": str(detail)}
         headers: dict[str, str] = {}
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+        if isinstance(exc, exceptions.Throttled):
+            # DRF's own text is half translated ("Запрос был проигнорирован. Expected
+            # available in 1 second."): one sentence of ours, whole in either language.
+            seconds = max(1, int((exc.wait or 1) + 0.999))
+            headers["Retry-After"] = str(seconds)
+            body["detail"] = ngettext(
+                "Too many requests: retry in %(seconds)d second.",
+                "Too many requests: retry in %(seconds)d seconds.",
+                seconds,
+            ) % {"seconds": seconds}
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             headers["WWW-Authenticate"] = "Token"
             exc.status_code = status.HTTP_401_UNAUTHORIZED
