@@ -28,6 +28,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import Member
 from programs.models import Program, Store, Tier
@@ -332,7 +333,7 @@ class CampaignStats(models.Model):
 
     program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="+")
     campaign_id = models.BigIntegerField(_("campaign"), unique=True)
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=200)
     starts_at = models.DateTimeField(_("starts at"))
     ends_at = models.DateTimeField(_("ends at"), null=True, blank=True)
     cost_points = models.BigIntegerField(_("cost, points"), default=0)

@@ -35,6 +35,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import Member
 from programs.models import Program, Store, Tier
@@ -99,7 +100,7 @@ class Segment(models.Model):
     program = models.ForeignKey(
         Program, verbose_name=_("program"), on_delete=models.CASCADE, related_name="segments"
     )
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=200)
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
     days = models.PositiveIntegerField(
         _("N days"), null=True, blank=True, help_text=_("For new, active and sleeping members.")
@@ -186,7 +187,7 @@ class Campaign(models.Model):
     program = models.ForeignKey(
         Program, verbose_name=_("program"), on_delete=models.PROTECT, related_name="campaigns"
     )
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=200)
     description = models.TextField(_("description"), blank=True)
     status = models.CharField(
         _("status"), max_length=10, choices=Status.choices, default=Status.DRAFT, editable=False

@@ -13,7 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, pgettext_lazy
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -54,7 +54,8 @@ class IdempotencyKeyRequired(ApiError):
 class NotFound(ApiError):
     status_code = status.HTTP_404_NOT_FOUND
     code = "not_found"
-    default_detail = _("Not found.")
+    # Its own context: DRF's catalog, read first, calls it "Страница не найдена."
+    default_detail = pgettext_lazy("api", "Not found.")
 
 
 class MemberNotFound(NotFound):

@@ -24,6 +24,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import Member
 from programs.models import Program, Store, Tier
@@ -43,7 +44,7 @@ class Terminal(models.Model):
     store = models.ForeignKey(
         Store, verbose_name=_("store"), on_delete=models.PROTECT, related_name="terminals"
     )
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=200)
     # SHA-256 of a 256-bit random key: a fast hash is enough for a key nobody can
     # guess, and it keeps authentication to one indexed lookup per request.
     key_hash = models.CharField(_("key hash"), max_length=64, editable=False)
@@ -224,7 +225,7 @@ class PurchaseLine(models.Model):
     )
     line_no = models.PositiveIntegerField(_("line"))
     sku = models.CharField(_("SKU"), max_length=100, blank=True)
-    name = models.CharField(_("name"), max_length=300, blank=True)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=300, blank=True)
     category = models.CharField(_("category"), max_length=100, blank=True)
     quantity = models.DecimalField(
         _("quantity"), max_digits=12, decimal_places=3, default=Decimal("1")

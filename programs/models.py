@@ -29,6 +29,7 @@ from django.db import models
 from django.db.models import Deferrable, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 code_validator = RegexValidator(
     r"^[A-Za-z0-9_.-]+$", _("Use Latin letters, digits, '-', '_' and '.' only.")
@@ -96,7 +97,9 @@ class Program(models.Model):
         help_text=_("A short Latin name used in program files and reports, e.g. main."),
     )
     name = models.CharField(
-        _("name"), max_length=200, help_text=_("The name staff see in the admin.")
+        pgettext_lazy("title of a thing", "name"),
+        max_length=200,
+        help_text=_("The name staff see in the admin."),
     )
     currency = models.CharField(
         _("currency"),
@@ -265,7 +268,9 @@ class Tier(models.Model):
         help_text=_("A short Latin name used in program files, e.g. silver."),
     )
     name = models.CharField(
-        _("name"), max_length=200, help_text=_("The name members see on receipts.")
+        pgettext_lazy("title of a thing", "name"),
+        max_length=200,
+        help_text=_("The name members see on receipts."),
     )
     threshold = models.DecimalField(
         _("qualifying spend"),
@@ -346,7 +351,7 @@ class Store(models.Model):
         validators=[code_validator],
         help_text=_("The store code the tills and files use, e.g. S1."),
     )
-    name = models.CharField(_("name"), max_length=200)
+    name = models.CharField(pgettext_lazy("title of a thing", "name"), max_length=200)
 
     class Meta:
         verbose_name = _("store")

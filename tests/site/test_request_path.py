@@ -153,8 +153,7 @@ def test_an_api_path_that_names_no_endpoint_answers_json_404(settings, debug, me
     # The same answer, in the same language, as for an id that names nothing.
     unknown = Client().get("/api/v1/purchases/00000000-0000-0000-0000-000000000000", **headers)
     assert unknown.status_code == 404
-    assert response.json() == unknown.json() != {}
-    assert response.json()["code"] == "not_found"
+    assert response.json() == unknown.json() == {"code": "not_found", "detail": "Не найдено."}
 
 
 def test_a_page_that_does_not_exist_outside_the_api_is_still_a_page() -> None:

@@ -1,0 +1,63 @@
+"""Every text our code marks for translation has a Russian one (the admin, the API, messages)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import translation
+
+APPS = ["accounts", "analytics", "campaigns", "ledger", "loyalty_site", "portal", "pos", "programs"]
+SIMPLE = {"_", "gettext", "gettext_lazy", "gettext_noop"}
+WITH_CONTEXT = {"pgettext", "pgettext_lazy"}
+PLURAL = {"ngettext", "ngettext_lazy"}
+SAME_IN_RUSSIAN = {"SMS"}
+
+
+def _marked() -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """(file, line, function, literal arguments) of every translation call with literals."""
+    found = []
+    for app in APPS:
+        for path in sorted((Path(settings.BASE_DIR) / app).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = getattr(func, "id", None) or getattr(func, "attr", None)
+                literals = tuple(
+                    a.value
+                    for a in node.args
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                )
+                if name in SIMPLE | WITH_CONTEXT | PLURAL and literals:
+                    found.append(
+                        (str(path.relative_to(settings.BASE_DIR)), node.lineno, name, literals)
+                    )
+    return found
+
+
+def _has_words(text: str) -> bool:
+    return bool(re.search("[A-Za-z]{2,}", re.sub(r"%\(\w+\)[sd]|\{\w+\}", "", text)))
+
+
+def test_every_marked_text_has_a_russian_translation() -> None:
+    marked = _marked()
+    assert len(marked) > 500  # the walk found the code
+    missing = []
+    with translation.override("ru"):
+        for path, line, name, args in marked:
+            if name in SIMPLE:
+                english, russian = args[0], translation.gettext(args[0])
+            elif name in WITH_CONTEXT and len(args) >= 2:
+                english, russian = args[1], translation.pgettext(args[0], args[1])
+            elif name in PLURAL and len(args) >= 2:
+                english, russian = args[1], translation.ngettext(args[0], args[1], 5)
+            else:
+                continue
+            if russian == english and _has_words(english) and english not in SAME_IN_RUSSIAN:
+                missing.append(f"{path}:{line} {english!r}")
+    assert missing == [], "run makemessages -l ru in the app and translate:\n" + "\n".join(missing)
