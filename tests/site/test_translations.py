@@ -61,3 +61,25 @@ def test_every_marked_text_has_a_russian_translation() -> None:
             if russian == english and _has_words(english) and english not in SAME_IN_RUSSIAN:
                 missing.append(f"{path}:{line} {english!r}")
     assert missing == [], "run makemessages -l ru in the app and translate:\n" + "\n".join(missing)
+
+
+def test_every_translate_tag_in_our_templates_has_a_russian_translation() -> None:
+    tag = re.compile(r'{%\s*(?:translate|trans)\s+"([^"]+)"(?:\s+context\s+"([^"]+)")?')
+    base = Path(settings.BASE_DIR)
+    templates = [base / "templates", *(base / app / "templates" for app in APPS)]
+    found, missing = 0, []
+    with translation.override("ru"):
+        for folder in templates:
+            for path in sorted(folder.rglob("*.html")) + sorted(folder.rglob("*.txt")):
+                for match in tag.finditer(path.read_text()):
+                    found += 1
+                    english, context = match.groups()
+                    russian = (
+                        translation.pgettext(context, english)
+                        if context
+                        else translation.gettext(english)
+                    )
+                    if russian == english and _has_words(english):
+                        missing.append(f"{path.relative_to(base)} {english!r}")
+    assert found > 100  # the walk found the templates
+    assert missing == [], "\n".join(missing)
