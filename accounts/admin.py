@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -24,11 +24,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts import services
-from accounts.cards import clean_card_number
 from accounts.csv_admin import MemberCsvAdminMixin
 from accounts.models import Card, Channel, Consent, Member
-from accounts.phones import InvalidPhone, normalize_phone, phone_candidates
-from accounts.selectors import consent_given_subquery, consents_current
+from accounts.phones import InvalidPhone, normalize_phone
+from accounts.selectors import consent_given_subquery, consents_current, members_typed
 from programs.models import Program
 
 # Later apps (ledger, pos) show a member's balance and purchases on the member
@@ -396,18 +395,9 @@ class MemberAdmin(MemberCsvAdminMixin, admin.ModelAdmin):
     ) -> tuple[QuerySet[Member], bool]:
         """Names and e-mail as usual, plus the phone in any local form and the card number."""
         by_text, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        term = search_term.strip()
-        if not term:
+        if not search_term.strip():
             return by_text, may_have_duplicates
-        regions = set(Program.objects.values_list("default_region", flat=True)) or {"RU"}
-        phones = {form for region in regions for form in phone_candidates(term, region)}
-        match = Q(phone__in=phones)
-        digits = "".join(ch for ch in term if ch.isdigit())
-        if len(digits) >= 4 and not any(ch.isalpha() for ch in term):
-            match |= Q(phone__endswith=digits)  # "the last digits are 4567"
-        card = clean_card_number(term)
-        match |= Exists(Card.objects.filter(member=OuterRef("pk"), number=card))
-        return by_text | queryset.filter(match), may_have_duplicates
+        return by_text | queryset.filter(members_typed(search_term)), may_have_duplicates
 
     # --- Saving through the services -------------------------------------
     def save_model(

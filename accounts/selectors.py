@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from accounts.cards import clean_card_number
 from accounts.models import Card, Consent, Member
-from accounts.phones import InvalidPhone, normalize_phone
+from accounts.phones import InvalidPhone, normalize_phone, phone_candidates
 from programs.models import Program
 
 
@@ -46,6 +46,21 @@ def member_find(
     if member_id is None and phone is None and card is None:
         raise ValueError("member_find needs a phone, a card or a member id")
     return members.first()
+
+
+def members_typed(term: str, *, last_digits: bool = True) -> Q:
+    """A filter on members for what staff type in a search box: a phone in any local form
+    (of any program's region), with `last_digits` its last four or more digits too, or a
+    card number however spaced (any status: support looks up the card on an old receipt)."""
+    term = term.strip()
+    regions = set(Program.objects.values_list("default_region", flat=True)) or {"RU"}
+    phones = {form for region in regions for form in phone_candidates(term, region)}
+    match = Q(phone__in=phones)
+    digits = "".join(ch for ch in term if ch.isdigit())
+    if last_digits and len(digits) >= 4 and not any(ch.isalpha() for ch in term):
+        match |= Q(phone__endswith=digits)  # "the last digits are 4567"
+    card = clean_card_number(term)
+    return match | Q(Exists(Card.objects.filter(member=OuterRef("pk"), number=card)))
 
 
 def card_active(member: Member) -> Card | None:

@@ -85,6 +85,28 @@ def test_purchases_are_found_by_receipt_member_and_store(
     assert "RF-1" in page and "10.00" in page
 
 
+def test_support_finds_a_members_purchases_by_the_phone_or_card_as_the_customer_says_it(
+    admin_client,
+) -> None:
+    till = till_create()
+    member = member_create(program=till.terminal.program, phone="+79123456789")
+    other = member_create(program=till.terminal.program, phone="+79160006789")
+    for who, number in ((member, "MINE-1"), (member, "MINE-2"), (other, "OTHER-1")):
+        body = receipt("10.00", receipt_number=number, member={"card": card_of(who)})
+        assert till.post("purchases", body).status_code == 201
+    card = card_of(member)
+    for typed in ("8 (912) 345-67-89", "+7 912 345 67 89", f"{card[:6]} {card[6:]}"):
+        page = admin_client.get("/admin/pos/purchase/", {"q": typed}).content.decode()
+        assert "MINE-1" in page and "MINE-2" in page, typed
+        assert "OTHER-1" not in page, typed
+    # A receipt number of digits finds that receipt, not the purchases of every member
+    # whose phone ends in those digits.
+    body = receipt("10.00", receipt_number="6789", member={"card": card_of(other)})
+    assert till.post("purchases", body).status_code == 201
+    page = admin_client.get("/admin/pos/purchase/", {"q": "6789"}).content.decode()
+    assert "MINE-1" not in page and "OTHER-1" not in page and ">6789<" in page
+
+
 def test_the_member_page_shows_purchases_and_tier_changes(admin_client) -> None:
     from tests.pos.factories import tiers_create
 
