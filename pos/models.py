@@ -103,7 +103,7 @@ class IdempotencyKey(models.Model):
 
 class Purchase(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending", _("pending")
+        PENDING = "pending", pgettext_lazy("status of a purchase", "pending")
         COMPLETED = "completed", _("completed")
         CANCELLED = "cancelled", _("cancelled")
 
@@ -176,7 +176,7 @@ class Purchase(models.Model):
 
     class Meta:
         verbose_name = _("purchase")
-        verbose_name_plural = _("purchases")
+        verbose_name_plural = pgettext_lazy("model name", "purchases")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
