@@ -23,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from campaigns import backtest as backtests
 from campaigns import messaging, services
@@ -389,7 +389,7 @@ class BacktestAdmin(admin.ModelAdmin):
             "members": r.get("members_matched"),
             "points": r.get("points"),
             "money": r.get("money"),
-            "day": r.get("budget_runs_out_on") or _("never"),
+            "day": r.get("budget_runs_out_on") or pgettext("a budget runs out", "never"),
         }
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -6,6 +6,7 @@ import datetime
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -100,6 +101,10 @@ def test_purchases_show_points_per_receipt_and_refunds(world, api) -> None:  # t
     assert [line["earned_points"] for line in detail["lines"]] == [50, 30]
     html = signed_in_client(world.member).get(f"/my/purchases/{first.pk}/").content.decode()
     assert "RF-1" in html and "−30" in html and "+80" in html
+    client = signed_in_client(world.member)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ru"
+    html = client.get(f"/my/purchases/{second.pk}/").content.decode()
+    assert "(50 бонусов)" in html  # the plural of the number, not "(50 бонусы)"
 
 
 def test_lists_come_in_pages_with_a_next_link(world, api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
