@@ -136,6 +136,16 @@ class RedeemLimitExceeded(Unprocessable):
     code = "redeem_limit_exceeded"
     default_detail = _("More points asked than this receipt allows.")
 
+    @classmethod
+    def at_most(cls, max_allowed: int) -> RedeemLimitExceeded:
+        """The refusal with its limit, for the cashier's screen and in the body."""
+        detail = ngettext(
+            "At most %(n)s point can be redeemed on this receipt.",
+            "At most %(n)s points can be redeemed on this receipt.",
+            max_allowed,
+        ) % {"n": max_allowed}
+        return cls(detail, max_allowed=max_allowed)
+
 
 class CouponInvalid(Unprocessable):
     code = "coupon_invalid"

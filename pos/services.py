@@ -242,10 +242,7 @@ def _compute(
             campaigns=run.step,
         )
     except earning.RedeemLimitExceeded as exc:
-        raise errors.RedeemLimitExceeded(
-            _("At most %(n)s points can be redeemed on this receipt.") % {"n": exc.max_allowed},
-            max_allowed=exc.max_allowed,
-        ) from None
+        raise errors.RedeemLimitExceeded.at_most(exc.max_allowed) from None
     problems = run.result.coupon_problems if run.result is not None else {}
     if data.coupons and run.result is None:
         problems = dict.fromkeys(data.coupons, "unknown")
@@ -324,10 +321,7 @@ def _spendable_checked(
     except InsufficientPoints as exc:
         lines = [earning.Line(x["sku"], x["category"], x["amount"]) for x in data.lines]
         limit = earning.max_redeemable(rules_for(terminal.program, member), lines, exc.available)
-        raise errors.RedeemLimitExceeded(
-            _("At most %(n)s points can be redeemed on this receipt.") % {"n": limit},
-            max_allowed=limit,
-        ) from None
+        raise errors.RedeemLimitExceeded.at_most(limit) from None
 
 
 def _campaign_expiries(

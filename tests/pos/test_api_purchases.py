@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from decimal import Decimal
 
 import pytest
@@ -56,6 +57,29 @@ def test_a_quote_shows_redemption_and_earning_and_changes_nothing(till, member) 
     assert quote["earn"]["points"] == 6  # 5% of (70 + 50)
     assert quote["member"]["balance"]["available"] == 500
     assert Purchase.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("amount", "limit", "russian"),
+    [
+        ("3.40", 1, "По этому чеку можно списать не более 1 бонуса."),
+        ("10.00", 3, "По этому чеку можно списать не более 3 бонусов."),
+        ("70.00", 21, "По этому чеку можно списать не более 21 бонуса."),
+    ],
+)
+def test_the_cashier_reads_the_redemption_limit_in_russian_with_its_plural(
+    till, member, amount, limit, russian
+) -> None:
+    body = json.dumps(receipt(amount, member=ref(member), redeem_points=limit + 1))
+    response = till.client.post(
+        "/api/v1/purchases/quote",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {till.key}",
+        HTTP_ACCEPT_LANGUAGE="ru",
+    )
+    assert response.json()["max_allowed"] == limit
+    assert response.json()["detail"] == russian
 
 
 def test_redeem_max_takes_the_cap_and_more_than_the_cap_is_refused_with_it(till, member) -> None:
