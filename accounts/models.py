@@ -26,6 +26,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from programs.models import Program, Store, Tier
 
@@ -56,8 +57,8 @@ class Channel(models.TextChoices):
 
 class Member(models.Model):
     class Status(models.TextChoices):
-        ACTIVE = "active", _("active")
-        BLOCKED = "blocked", _("blocked")
+        ACTIVE = "active", pgettext_lazy("status of a member", "active")
+        BLOCKED = "blocked", pgettext_lazy("status of a member", "blocked")
         ANONYMISED = "anonymised", _("anonymised")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -138,8 +139,8 @@ class Member(models.Model):
 
 class Card(models.Model):
     class Status(models.TextChoices):
-        ACTIVE = "active", _("active")
-        BLOCKED = "blocked", _("blocked")
+        ACTIVE = "active", pgettext_lazy("status of a card", "active")
+        BLOCKED = "blocked", pgettext_lazy("status of a card", "blocked")
 
     number = models.CharField(_("card number"), max_length=40)
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="cards")

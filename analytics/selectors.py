@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy as pgettext
 
 from analytics.models import (
     CampaignStats,
@@ -523,7 +524,12 @@ def dashboard(
             [
                 Metric("members_total", _("members"), total, prev_total),
                 Metric("members_new", _("new"), cur["new_members"], prev["new_members"]),
-                Metric("members_active", _("active"), counts["active"], prev_counts["active"]),
+                Metric(
+                    "members_active",
+                    pgettext("members who are", "active"),
+                    counts["active"],
+                    prev_counts["active"],
+                ),
                 Metric(
                     "members_sleeping", _("sleeping"), counts["sleeping"], prev_counts["sleeping"]
                 ),

@@ -54,7 +54,7 @@ def _codes(verbose_name: object, help_text: object = "") -> ArrayField:
 class Status(models.TextChoices):
     DRAFT = "draft", _("draft")
     SCHEDULED = "scheduled", _("scheduled")
-    ACTIVE = "active", _("active")
+    ACTIVE = "active", pgettext_lazy("status of a campaign", "active")
     PAUSED = "paused", _("paused")
     FINISHED = "finished", _("finished")
 

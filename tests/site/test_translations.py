@@ -83,3 +83,21 @@ def test_every_translate_tag_in_our_templates_has_a_russian_translation() -> Non
                         missing.append(f"{path.relative_to(base)} {english!r}")
     assert found > 100  # the walk found the templates
     assert missing == [], "\n".join(missing)
+
+
+def test_shared_english_words_agree_with_their_russian_nouns() -> None:
+    # "active", "name", "purchases"... mean different Russian words by what they describe;
+    # without a context each took whichever app's (or Django's) translation came first.
+    from accounts.models import Card, Member
+    from campaigns.models import Status
+    from pos.models import Purchase
+    from programs.models import Program
+
+    with translation.override("ru"):
+        assert str(Member.Status.ACTIVE.label) == "активен"  # участник
+        assert str(Card.Status.ACTIVE.label) == "активна"  # карта
+        assert str(Card.Status.BLOCKED.label) == "заблокирована"
+        assert str(Status.ACTIVE.label) == "активна"  # акция
+        assert str(Program._meta.get_field("name").verbose_name) == "название"  # not "имя"
+        assert str(Purchase._meta.verbose_name_plural) == "покупки"  # not "покупок"
+        assert str(Purchase.Status.PENDING.label) == "ожидает подтверждения"
