@@ -451,8 +451,23 @@ class TriggerAdmin(admin.ModelAdmin):
     list_select_related = ("program",)
 
 
+class MessageTemplateForm(forms.ModelForm):
+    class Meta:
+        model = MessageTemplate
+        fields = ("program", "kind", "channel", "language", "subject", "body")
+        help_texts = {
+            "body": gettext_lazy(
+                "Filled in: {name}, {balance}, {points}, {expiring_points}, {expiring_date}, "
+                "{tier}, {code}, {optout_url}. {balance_text}, {points_text} and "
+                "{expiring_points_text} give the number with its word, in the form the number "
+                "needs (1 бонус, 3 бонуса, 5 бонусов)."
+            )
+        }
+
+
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):
+    form = MessageTemplateForm
     list_display = ("kind", "channel", "language", "program", "subject")
     list_filter = ("program", "channel", "language", "kind")
     list_select_related = ("program",)

@@ -31,8 +31,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.models import Consent, Member
 from accounts.selectors import consent_given_subquery, consents_current
@@ -66,6 +67,24 @@ def render(text: str, variables: dict[str, Any]) -> str:
         return text.format_map(_Blank(variables))
     except (ValueError, IndexError, AttributeError):
         return text
+
+
+# Numbers of points that a template can also take with their word, declined for the number.
+COUNTED = ("points", "balance", "expiring_points")
+
+
+def _counted_words(values: dict[str, Any], language: str) -> dict[str, Any]:
+    """{points_text} and the like: "1 бонус", "3 бонуса", "5 бонусов" ("1 point", "5 points"),
+    in the template's language; Russian needs the word to agree with the number."""
+    words = {}
+    with translation.override(language):
+        for key in COUNTED:
+            number = values.get(key)
+            if isinstance(number, int):
+                words[f"{key}_text"] = ngettext("%(points)s point", "%(points)s points", number) % {
+                    "points": number
+                }
+    return words
 
 
 def optout_url(member: Member, channel: str) -> str:
@@ -144,6 +163,7 @@ def message_enqueue(
         "optout_url": optout_url(member, channel),
         **(variables or {}),
     }
+    values.update(_counted_words(values, template.language))
     state, reason = OutboxMessage.State.QUEUED, ""
     to = _address(member, channel)
     if not to:

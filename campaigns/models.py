@@ -845,7 +845,8 @@ class Referral(models.Model):
 
 class MessageTemplate(models.Model):
     """A message text per kind, channel and language; {name}, {balance}, {points},
-    {expiring_points}, {expiring_date}, {tier}, {code}, {optout_url} are filled in."""
+    {expiring_points}, {expiring_date}, {tier}, {code}, {optout_url} are filled in, and
+    {balance_text}, {points_text}, {expiring_points_text}: the number with its word."""
 
     program = models.ForeignKey(
         Program, verbose_name=_("program"), on_delete=models.CASCADE, related_name="+"

@@ -73,6 +73,38 @@ def test_a_template_is_rendered_in_the_members_language(member, language: str, t
     assert "/c/optout/" in message.body
 
 
+@pytest.mark.parametrize(
+    ("language", "points", "text"),
+    [
+        ("ru", 1, "Вам начислен 1 бонус, на счёте 21 бонус."),
+        ("ru", 3, "Вам начислено 3 бонуса, на счёте 23 бонуса."),
+        ("ru", 11, "Вам начислено 11 бонусов, на счёте 31 бонус."),
+        ("en", 1, "You got 1 point, 21 points in all."),
+    ],
+)
+def test_points_can_come_with_their_word_in_the_form_the_number_needs(
+    program, member, language: str, points: int, text: str
+) -> None:  # type: ignore[no-untyped-def]
+    # A marketer cannot write "{points} бонусов" for every number: 1 бонус, 3 бонуса, 11 бонусов.
+    body = {
+        "ru": "Вам {verb} {points_text}, на счёте {balance_text}.",
+        "en": "You got {points_text}, {balance_text} in all.",
+    }[language]
+    MessageTemplate.objects.create(
+        program=program, kind="bonus", channel="sms", language=language, body=body
+    )
+    verb = "начислен" if points % 10 == 1 and points % 100 != 11 else "начислено"
+    message = messaging.message_enqueue(
+        member=member,
+        kind="bonus",
+        channel="sms",
+        reference=f"plural-{language}-{points}",
+        variables={"points": points, "balance": points + 20, "verb": verb},
+        language=language,
+    )
+    assert message.body == text
+
+
 def test_no_message_without_the_channels_consent(program) -> None:  # type: ignore[no-untyped-def]
     member = MemberFactory(program=program)
     consent(member, "marketing_sms", granted=True)
