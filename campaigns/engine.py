@@ -30,6 +30,7 @@ from fractions import Fraction
 from math import gcd, lcm
 
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from programs.earning import CampaignEarning, ReceiptFacts, Rules, spread_numerators
 
@@ -575,7 +576,11 @@ EXPIRY_NOTICE_DAYS = 30
 
 def _campaign_message(rule: Rule, points: int, template: str) -> str:
     if rule.receipt_message:
-        return rule.receipt_message.replace("{points}", str(points))
+        text = rule.receipt_message.replace("{points}", str(points))
+        if "{points_text}" in text:  # "1 бонус", "3 бонуса", in the till's language
+            words = ngettext("%(points)s point", "%(points)s points", points) % {"points": points}
+            text = text.replace("{points_text}", words)
+        return text
     return template % {"name": rule.name, "points": points}
 
 

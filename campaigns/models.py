@@ -331,7 +331,10 @@ class Campaign(models.Model):
         _("message on the receipt"),
         max_length=200,
         blank=True,
-        help_text=_("Shown to the cashier when it applies; {points} is replaced by the points."),
+        help_text=_(
+            "Shown to the cashier when it applies; {points} is replaced by the points, "
+            "{points_text} by the points with their word (1 бонус, 3 бонуса, 5 бонусов)."
+        ),
     )
 
     current_version = models.ForeignKey(

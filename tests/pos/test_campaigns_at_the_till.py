@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -73,6 +74,28 @@ def test_a_receipt_sent_again_after_its_one_time_code_was_used_is_a_duplicate() 
     assert response.status_code == 409 and response.json()["code"] == "duplicate_receipt"
     response = till.post("purchases", {**body, "receipt_number": "R-new"})
     assert response.status_code == 422 and response.json()["reason"] == "used_up"
+
+
+@pytest.mark.parametrize(("points", "shown"), [(1, "1 бонус"), (3, "3 бонуса"), (25, "25 бонусов")])
+def test_the_cashier_reads_a_campaigns_points_with_their_word(points: int, shown: str) -> None:
+    program = program_create()
+    running_campaign(
+        program=program,
+        fixed_points=points,
+        multiplier=None,
+        min_total=Decimal("5.00"),
+        receipt_message="Акция: +{points_text}",
+    )
+    till = till_create(program=program)
+    member = member_create(program=program)
+    response = till.client.post(
+        "/api/v1/purchases/quote",
+        data=json.dumps(receipt("10.00", member={"card": card_of(member)})),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Token {till.key}",
+        HTTP_ACCEPT_LANGUAGE="ru",
+    )
+    assert f"Акция: +{shown}" in response.json()["messages"]
 
 
 def test_backtests_read_the_recorded_receipts_with_their_earning_base() -> None:
