@@ -16,7 +16,7 @@ from typing import Any
 from django.db import connections, router
 from django.db.models import Count, F, Q, Sum
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy as pgettext
+from django.utils.translation import pgettext_lazy
 
 from analytics.models import (
     CampaignStats,
@@ -526,7 +526,7 @@ def dashboard(
                 Metric("members_new", _("new"), cur["new_members"], prev["new_members"]),
                 Metric(
                     "members_active",
-                    pgettext("members who are", "active"),
+                    pgettext_lazy("members who are", "active"),
                     counts["active"],
                     prev_counts["active"],
                 ),
