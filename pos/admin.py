@@ -177,18 +177,6 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     raw_id_fields = ("member",)
     inlines = (PurchaseLineInline, RefundInline)
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Purchase], search_term: str
-    ) -> tuple[QuerySet[Purchase], bool]:
-        """The receipt or the store as typed; the member as the customer says it."""
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        if not search_term.strip():
-            return found, may_have_duplicates
-        # Not by a phone's last digits: a receipt number of digits would bring in strangers.
-        typed = members_typed(search_term, last_digits=False)
-        members = Member.objects.filter(typed).values("pk")
-        return found | queryset.filter(member__in=members), may_have_duplicates
-
     fields = (
         "id",
         "receipt_number",
@@ -216,6 +204,18 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "refunded_amount",
     )
     readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Purchase], search_term: str
+    ) -> tuple[QuerySet[Purchase], bool]:
+        """The receipt or the store as typed; the member as the customer says it."""
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not search_term.strip():
+            return found, may_have_duplicates
+        # Not by a phone's last digits: a receipt number of digits would bring in strangers.
+        typed = members_typed(search_term, last_digits=False)
+        members = Member.objects.filter(typed).values("pk")
+        return found | queryset.filter(member__in=members), may_have_duplicates
 
 
 class RefundLineInline(ReadOnlyMixin, admin.TabularInline):
