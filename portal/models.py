@@ -20,6 +20,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import Member
 from programs.models import Program
@@ -34,7 +35,7 @@ class SignInCode(models.Model):
     code_hash = models.CharField(max_length=64)
     ip = models.GenericIPAddressField(_("IP address"), null=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    expires_at = models.DateTimeField(_("expires at"))
+    expires_at = models.DateTimeField(pgettext_lazy("a code or a session", "expires at"))
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     max_attempts = models.PositiveSmallIntegerField(_("attempts allowed"))
     used_at = models.DateTimeField(_("used at"), null=True)
@@ -99,7 +100,7 @@ class MemberSession(models.Model):
     token_hash = models.CharField(max_length=64)
     family = models.UUIDField(_("sign-in"), db_index=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    expires_at = models.DateTimeField(_("expires at"))
+    expires_at = models.DateTimeField(pgettext_lazy("a code or a session", "expires at"))
     last_used_at = models.DateTimeField(_("last used at"), null=True)
     revoked_at = models.DateTimeField(_("ended at"), null=True)
     ip = models.GenericIPAddressField(_("IP address"), null=True)
@@ -123,7 +124,7 @@ class DeletionRequest(models.Model):
     class Status(models.TextChoices):
         OPEN = "open", _("to do")
         DONE = "done", _("data deleted")
-        REJECTED = "rejected", _("rejected")
+        REJECTED = "rejected", pgettext_lazy("status of a request", "rejected")
 
     member = models.ForeignKey(
         Member, verbose_name=_("member"), on_delete=models.PROTECT, related_name="+"

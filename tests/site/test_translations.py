@@ -90,6 +90,7 @@ def test_shared_english_words_agree_with_their_russian_nouns() -> None:
     # without a context each took whichever app's (or Django's) translation came first.
     from accounts.models import Card, Member
     from campaigns.models import Status
+    from portal.models import DeletionRequest, MemberSession
     from pos.models import Purchase
     from programs.models import Program
 
@@ -101,3 +102,6 @@ def test_shared_english_words_agree_with_their_russian_nouns() -> None:
         assert str(Program._meta.get_field("name").verbose_name) == "название"  # not "имя"
         assert str(Purchase._meta.verbose_name_plural) == "покупки"  # not "покупок"
         assert str(Purchase.Status.PENDING.label) == "ожидает подтверждения"
+        field = MemberSession._meta.get_field("expires_at")
+        assert str(field.verbose_name) == "действует до"  # a session does not "сгорают"
+        assert str(DeletionRequest.Status.REJECTED.label) == "отклонён"  # запрос
