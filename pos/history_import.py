@@ -68,48 +68,35 @@ class _Receipt:
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
 
 
-def _money(raw: str, name: str) -> Decimal | None:
-    # "1 234,50" as Excel writes it in Russian: a (non-breaking) space between thousands
+def _number(
+    raw: str, column: str, *, places: int, limit: Decimal, zero: bool = True
+) -> Decimal | None:
+    """A number cell; None if empty. "1 234,50" as Excel writes it in Russian: a comma, and
+    a (non-breaking) space between thousands. From 0 (above it unless `zero`) up to
+    `limit`, with at most `places` decimal places."""
     text = "".join((raw or "").split()).replace(",", ".")
     if not text:
         return None
+    named = {"column": column, "value": repr(raw), "places": places}
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise RowError(
-            _("%(column)s: %(value)s is not a number") % {"column": name, "value": repr(raw)}
-        ) from None
-    if not value.is_finite() or value < 0 or value >= _MONEY_LIMIT:
-        raise RowError(
-            _("%(column)s: %(value)s is out of range") % {"column": name, "value": repr(raw)}
-        )
-    if value != value.quantize(Decimal("0.01")):
-        raise RowError(
-            _("%(column)s: %(value)s has more than two decimal places")
-            % {"column": name, "value": repr(raw)}
-        )
-    return value.quantize(Decimal("0.01"))
+        raise RowError(_("%(column)s: %(value)s is not a number") % named) from None
+    if not value.is_finite() or value < 0 or (value == 0 and not zero) or value >= limit:
+        raise RowError(_("%(column)s: %(value)s is out of range") % named)
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise RowError(_("%(column)s: %(value)s has more than %(places)d decimal places") % named)
+    return value
+
+
+def _money(raw: str, name: str) -> Decimal | None:
+    value = _number(raw, name, places=2, limit=_MONEY_LIMIT)
+    return None if value is None else value.quantize(Decimal("0.01"))
 
 
 def _quantity(raw: str) -> Decimal:
-    text = (raw or "").strip().replace(",", ".")
-    if not text:
-        return Decimal(1)
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise RowError(
-            _("%(column)s: %(value)s is not a number") % {"column": "quantity", "value": repr(raw)}
-        ) from None
-    if not value.is_finite() or value <= 0 or value >= Decimal(10**9):
-        raise RowError(
-            _("%(column)s: %(value)s is out of range") % {"column": "quantity", "value": repr(raw)}
-        )
-    if value != value.quantize(Decimal("0.001")):
-        raise RowError(
-            _("quantity: %(value)s has more than three decimal places") % {"value": repr(raw)}
-        )
-    return value
+    value = _number(raw, "quantity", places=3, limit=Decimal(10**9), zero=False)
+    return Decimal(1) if value is None else value
 
 
 def parse_moment(raw: str, zone: ZoneInfo) -> datetime.datetime:

@@ -186,3 +186,45 @@ def test_a_russian_operator_reads_the_summary_and_the_reasons_in_russian(tmp_pat
     assert "отклонено строк: 1" in out.getvalue()
     report = (tmp_path / "history.csv.refused.csv").read_text(encoding="utf-8-sig")
     assert "purchased_at: 'вчера' — не ГГГГ-ММ-ДД" in report
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("1 234,50", Decimal("1234.50")),  # Excel in Russian, a non-breaking space too
+        ("1\u00a0234,5", Decimal("1234.50")),
+        ("0", Decimal("0.00")),
+        ("", None),
+        ("12,345", "has more than 2 decimal places"),
+        ("abc", "is not a number"),
+        ("-1", "is out of range"),
+        ("1e20", "is out of range"),
+    ],
+)
+def test_money_cells_are_read_as_operators_write_them(cell: str, expected: object) -> None:
+    from pos.history_import import RowError, _money
+
+    if isinstance(expected, str):
+        with pytest.raises(RowError, match=expected):
+            _money(cell, "amount")
+    else:
+        assert _money(cell, "amount") == expected
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("", Decimal(1)),
+        ("1,234", Decimal("1.234")),
+        ("0", "is out of range"),
+        ("0,0001", "has more than 3 decimal places"),
+    ],
+)
+def test_quantity_cells_default_to_one_and_are_above_zero(cell: str, expected: object) -> None:
+    from pos.history_import import RowError, _quantity
+
+    if isinstance(expected, str):
+        with pytest.raises(RowError, match=expected):
+            _quantity(cell)
+    else:
+        assert _quantity(cell) == expected
