@@ -914,13 +914,7 @@ def refund_create(
             refund_number=refund_number,
             created_at=now,
         )
-        try:
-            with transaction.atomic():
-                refund.save(force_insert=True)
-        except IntegrityError as exc:
-            if "pos_refund_unique_number" in str(exc):
-                raise errors.DuplicateRefund() from None
-            raise
+        refund.save(force_insert=True)  # its number is free: checked above, under the lock
         taken = 0
         by_campaign: dict[int, int] = {}
         if member is not None:
