@@ -574,12 +574,17 @@ def evaluate(receipt: Receipt, rules: Sequence[Rule], *, exclude: Iterable[int] 
 EXPIRY_NOTICE_DAYS = 30
 
 
+def points_text(points: int) -> str:
+    """The number with its word in the form the number needs, in the active language:
+    "1 бонус", "3 бонуса", "5 бонусов" ("1 point", "5 points")."""
+    return ngettext("%(points)s point", "%(points)s points", points) % {"points": points}
+
+
 def _campaign_message(rule: Rule, points: int, template: str) -> str:
     if rule.receipt_message:
         text = rule.receipt_message.replace("{points}", str(points))
-        if "{points_text}" in text:  # "1 бонус", "3 бонуса", in the till's language
-            words = ngettext("%(points)s point", "%(points)s points", points) % {"points": points}
-            text = text.replace("{points_text}", words)
+        if "{points_text}" in text:  # in the till's language
+            text = text.replace("{points_text}", points_text(points))
         return text
     return template % {"name": rule.name, "points": points}
 

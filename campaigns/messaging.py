@@ -33,12 +33,12 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from accounts.models import Consent, Member
 from accounts.selectors import consent_given_subquery, consents_current
 from accounts.services import consent_record
 from campaigns import sms
+from campaigns.engine import points_text
 from campaigns.models import Channel, MessageTemplate, OutboxMessage, Segment, SegmentMember
 from campaigns.selectors import program_zone
 from ledger.selectors import member_balance
@@ -76,15 +76,12 @@ COUNTED = ("points", "balance", "expiring_points")
 def _counted_words(values: dict[str, Any], language: str) -> dict[str, Any]:
     """{points_text} and the like: "1 бонус", "3 бонуса", "5 бонусов" ("1 point", "5 points"),
     in the template's language; Russian needs the word to agree with the number."""
-    words = {}
     with translation.override(language):
-        for key in COUNTED:
-            number = values.get(key)
-            if isinstance(number, int):
-                words[f"{key}_text"] = ngettext("%(points)s point", "%(points)s points", number) % {
-                    "points": number
-                }
-    return words
+        return {
+            f"{key}_text": points_text(values[key])
+            for key in COUNTED
+            if isinstance(values.get(key), int)
+        }
 
 
 def optout_url(member: Member, channel: str) -> str:
