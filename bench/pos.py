@@ -340,10 +340,11 @@ def drive(
         latencies.append(time.perf_counter() - client.started)
         statuses[code] = statuses.get(code, 0) + 1
         selector.unregister(sock)
-        if close or time.monotonic() >= stop:
+        more = time.monotonic() < stop
+        if close or not more:
             sock.close()
             client.sock = None
-        if time.monotonic() < stop:
+        if more:
             send(client)
 
     for c in range(clients):
